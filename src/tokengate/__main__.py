@@ -1,0 +1,3 @@
+from tokengate.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Workloads, the timing client, server-metrics scraping, statistics and reports."""

@@ -1,0 +1,1 @@
+"""The `tokengate` command line: one module per command group."""

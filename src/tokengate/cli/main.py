@@ -1,0 +1,60 @@
+"""The root `tokengate` command: version, help, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tokengate import __version__
+from tokengate.cli import demo, tiny_model
+from tokengate.cli.output import err_console
+from tokengate.errors import EngineStartError, TokengateError
+
+
+class TokengateGroup(TyperGroup):
+    """Renders Tokengate's own errors as one clear message and their exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TokengateError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            if isinstance(exc, EngineStartError) and exc.log_tail:
+                err_console.print("[dim]last lines of the engine log:[/]")
+                err_console.print(exc.log_tail, markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=TokengateGroup,
+    name="tokengate",
+    help="Run self-hosted LLMs on vLLM well, from one fleet file.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(tiny_model.app, name="tiny-model")
+app.command("demo")(demo.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tokengate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run self-hosted LLMs on vLLM well, from one fleet file."""
+
+
+def main() -> None:
+    app()

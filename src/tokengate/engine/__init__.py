@@ -1,0 +1,1 @@
+"""Starting, watching and stopping vLLM servers, and naming why one died."""

@@ -1,0 +1,1 @@
+"""The fleet file: deployments, engine args, gateway routes and keys."""

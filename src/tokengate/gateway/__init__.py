@@ -1,0 +1,1 @@
+"""The OpenAI- and Anthropic-compatible gateway in front of the fleet."""

@@ -1,0 +1,1 @@
+"""Architecture facts of models (`ModelSpec`) and GPUs (`GpuSpec`)."""

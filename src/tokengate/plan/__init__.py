@@ -1,0 +1,1 @@
+"""Pure planning functions: memory budget, KV cache, checks with fixes, rendering."""

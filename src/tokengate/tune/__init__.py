@@ -1,0 +1,1 @@
+"""Search engine configurations with real restarts."""
