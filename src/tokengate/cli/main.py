@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from tokengate import __version__
-from tokengate.cli import demo, tiny_model
+from tokengate.cli import demo, plan, tiny_model
 from tokengate.cli.output import err_console
 from tokengate.errors import EngineStartError, TokengateError
 
@@ -37,6 +37,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(tiny_model.app, name="tiny-model")
+app.command("plan")(plan.plan)
+app.command("check")(plan.check)
+app.command("models")(plan.models)
+app.command("gpus")(plan.gpus)
 app.command("demo")(demo.demo)
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 from rich.console import Console
+
+from tokengate.units import human_bytes
+
+__all__ = ["console", "err_console", "human_bytes", "print_json", "print_json_list"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -17,10 +22,6 @@ def print_json(result: BaseModel) -> None:
     sys.stdout.flush()
 
 
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+def print_json_list(results: Sequence[BaseModel]) -> None:
+    sys.stdout.write("[\n" + ",\n".join(item.model_dump_json(indent=2) for item in results) + "\n]\n")
+    sys.stdout.flush()
