@@ -48,8 +48,15 @@ def _create_with_cli(directory: Path, family: Family) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Family, VllmServer]]:
+def tiny_engine_available() -> None:
+    """Skip (or, in CI, fail) when the CPU build of vLLM is not installed."""
     _require_engine()
+
+
+@pytest.fixture(scope="session")
+def tiny_servers(
+    tmp_path_factory: pytest.TempPathFactory, tiny_engine_available: None
+) -> Iterator[dict[Family, VllmServer]]:
     tmp = tmp_path_factory.mktemp("live")
     servers: dict[Family, VllmServer] = {}
     try:

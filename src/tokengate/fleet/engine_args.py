@@ -16,6 +16,9 @@ BOOLEAN_FLAGS = frozenset({
     "trust_remote_code", "enable_reasoning", "disable_log_requests", "enable_log_requests",
     "disable_log_stats", "use_v2_block_manager", "language_model_only", "enable_expert_parallel",
 })  # fmt: skip
+# vLLM's single-dash short forms.
+SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-dp": "--data-parallel-size",
+               "-q": "--quantization"}  # fmt: skip
 # Flags whose value is JSON.
 JSON_FLAGS = frozenset({"rope_scaling", "hf_overrides", "structured_outputs_config", "compilation_config"})
 
@@ -70,7 +73,7 @@ def parse_vllm_args(text: str) -> EngineArgs:
     passthrough: dict[str, str | bool] = {}
     index = 0
     while index < len(tokens):
-        token = tokens[index]
+        token = SHORT_FLAGS.get(tokens[index], tokens[index])
         index += 1
         if not token.startswith("--"):
             if "model" in values:
@@ -94,6 +97,11 @@ def _flag_value(name: str, inline: str, tokens: list[str], index: int) -> tuple[
     bare = name.removeprefix("no_")
     if bare in BOOLEAN_FLAGS:
         return name == bare, index
+    if name == "served_model_name":  # takes one or more names, as in vLLM
+        end = index
+        while end < len(tokens) and not tokens[end].startswith("--"):
+            end += 1
+        return " ".join(tokens[index:end]), end
     if index < len(tokens) and not tokens[index].startswith("--"):
         return tokens[index], index + 1
     return True, index

@@ -153,11 +153,19 @@ def detect_family(model_id: str, architecture: str, model_type: str) -> str:
     return kind or "unknown"
 
 
+# Keys some configs leave out because transformers fills them with defaults.
+_MODEL_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {
+        "vocab_size": 262208, "max_position_embeddings": 131072, "sliding_window": 1024,
+        "sliding_window_pattern": 6,
+    },
+}  # fmt: skip
+
+
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     nested = config.get("text_config")
-    if isinstance(nested, dict) and "num_hidden_layers" in nested:
-        return nested
-    return config
+    text = nested if isinstance(nested, dict) and "num_hidden_layers" in nested else config
+    return {**_MODEL_TYPE_DEFAULTS.get(str(text.get("model_type")), {}), **text}
 
 
 def _dtype(config: dict[str, Any], text: dict[str, Any]) -> str:

@@ -105,16 +105,7 @@ def tool_and_reasoning_parsers(deployment: Deployment, plan: Plan) -> list[Findi
                 fix="--enable-auto-tool-choice",
             )
         )
-    if reasoning and engine.reasoning_parser != reasoning:
-        findings.append(
-            Finding(
-                code="reasoning-parser",
-                severity=Severity.WARNING,
-                message=f"{family} models think in <think> blocks; without --reasoning-parser {reasoning} "
-                "the reasoning lands in the answer's content",
-                fix=f"--reasoning-parser {reasoning}",
-            )
-        )
+    findings += _reasoning_parser_findings(family, reasoning, engine.reasoning_parser)
     if family == "mistral" and engine.tokenizer_mode != "mistral":
         findings.append(
             Finding(
@@ -125,6 +116,30 @@ def tool_and_reasoning_parsers(deployment: Deployment, plan: Plan) -> list[Findi
             )
         )
     return findings
+
+
+def _reasoning_parser_findings(family: str, expected: str | None, given: str | None) -> list[Finding]:
+    if expected and given != expected:
+        return [
+            Finding(
+                code="reasoning-parser",
+                severity=Severity.WARNING,
+                message=f"{family} models think in <think> blocks; without --reasoning-parser {expected} "
+                "the reasoning lands in the answer's content",
+                fix=f"--reasoning-parser {expected}",
+            )
+        ]
+    if given and not expected:
+        return [
+            Finding(
+                code="reasoning-parser",
+                severity=Severity.WARNING,
+                message=f"{family} models do not write reasoning blocks; --reasoning-parser {given} only "
+                "risks moving real content into the reasoning field",
+                fix=f"remove --reasoning-parser {given}",
+            )
+        ]
+    return []
 
 
 @rule
@@ -159,16 +174,24 @@ def yarn_rope_scaling(deployment: Deployment, plan: Plan) -> list[Finding]:
             )
         ]
     needed = _yarn_factor(target, original)
-    if abs(factor - needed) > 1e-9:
+    if abs(factor - needed) <= 1e-9:
         return [
             Finding(
-                code="yarn-factor",
+                code="yarn-static",
                 severity=Severity.WARNING,
-                message=f"YaRN factor {factor:g} does not match max_model_len / original = {target}/{original}",
-                fix=_yarn_fix(needed, original, deployment.vllm_version),
+                message=f"vLLM applies YaRN x{factor:g} statically, to every prompt, short ones included; "
+                f"it only pays off when prompts routinely exceed the native {original} tokens",
+                fix=f"keep it only for long-context traffic; otherwise drop it and use --max-model-len {original}",
             )
         ]
-    return []
+    return [
+        Finding(
+            code="yarn-factor",
+            severity=Severity.WARNING,
+            message=f"YaRN factor {factor:g} does not match max_model_len / original = {target}/{original}",
+            fix=_yarn_fix(needed, original, deployment.vllm_version),
+        )
+    ]
 
 
 def _yarn_factor(target: int, original: int) -> float:
