@@ -240,3 +240,16 @@ def test_seed_004_mini_and_medium() -> None:
         "--enable-reasoning --reasoning-parser qwen3 --enable-auto-tool-choice --tool-call-parser hermes",
     )  # fmt: skip
     assert medium == {"yarn-factor", "removed-flag"}
+
+
+def test_gptq_and_bf16_on_older_hardware() -> None:
+    turing = find_gpu("rtx-3090").model_copy(update={"name": "t4", "compute_capability": "7.5", "fp8": False})
+    engine = parse_vllm_args(QWEN3_OK + " --max-model-len 8192")
+    bf16 = check_deployment(Deployment(model=load_model_spec("Qwen/Qwen3-1.7B"), gpu=turing, engine=engine))
+    assert "bf16-unsupported" in {f.code for f in bf16.findings}
+    half = engine.model_copy(update={"dtype": "half"})
+    fixed = check_deployment(Deployment(model=load_model_spec("Qwen/Qwen3-1.7B"), gpu=turing, engine=half))
+    assert "bf16-unsupported" not in {f.code for f in fixed.findings}
+    base = QWEN3_OK + " --max-model-len 8192"
+    assert "gptq-slow-kernel" in codes("Qwen/Qwen3-8B", "l40s", base + " --quantization gptq")
+    assert "gptq-slow-kernel" not in codes("Qwen/Qwen3-8B", "l40s", base + " --quantization gptq_marlin")
