@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -46,7 +46,10 @@ class ProcessGroup:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        die_with_parent: bool = True,
     ) -> ProcessGroup:
+        """Start `argv` as a new group leader. `die_with_parent=False` is for engines that `up` leaves
+        running on purpose; their group id is recorded in the fleet's state so `down` can stop them."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = log_path.open("ab")
         try:
@@ -58,7 +61,7 @@ class ProcessGroup:
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+                preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 - only prctl
             )
         except BaseException:
             log_file.close()
@@ -79,13 +82,7 @@ class ProcessGroup:
     def stop(self, grace_seconds: float = 15.0) -> int | None:
         """SIGTERM the whole group, wait up to `grace_seconds`, then SIGKILL what is left."""
         try:
-            self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + grace_seconds
-            while time.monotonic() < deadline and self._group_alive():
-                self.popen.poll()
-                time.sleep(0.1)
-            if self._group_alive():
-                self._signal_group(signal.SIGKILL)
+            stop_group(self.popen.pid, grace_seconds, reap=self.popen.poll)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=5)
         finally:
@@ -99,16 +96,63 @@ class ProcessGroup:
             return ""
         return "\n".join(lines[-max_lines:])
 
-    def _signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signum)
 
-    def _group_alive(self) -> bool:
-        self.popen.poll()  # reap the leader so a zombie does not count as alive
-        try:
-            os.killpg(self.popen.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+def stop_group(pgid: int, grace_seconds: float = 15.0, reap: Callable[[], object] | None = None) -> bool:
+    """SIGTERM a process group, wait up to `grace_seconds`, then SIGKILL it. True if anything was running.
+
+    `reap` lets a parent collect its own child so a zombie leader does not look alive.
+    """
+    if not group_alive(pgid, reap):
+        return False
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and group_alive(pgid, reap):
+        time.sleep(0.1)
+    if group_alive(pgid, reap):
+        signal_group(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and group_alive(pgid, reap):
+            time.sleep(0.05)
+    return True
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def group_alive(pgid: int, reap: Callable[[], object] | None = None) -> bool:
+    if reap is not None:
+        reap()
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    """killpg(0) succeeds while zombies remain; look for a member that is not one (Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The kernel's start time of `pid`, to tell a recorded process from a later one that reused its pid."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None

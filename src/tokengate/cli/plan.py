@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,9 +10,11 @@ from rich.table import Table
 
 from tokengate.cli.output import console, human_bytes, print_json, print_json_list
 from tokengate.fleet.engine_args import EngineArgs, parse_vllm_args
+from tokengate.fleet.loader import load_fleet
 from tokengate.models import find_gpu, gpu_catalog, load_model_spec, model_catalog
 from tokengate.plan.checks import check_deployment
 from tokengate.plan.findings import Severity, has_errors
+from tokengate.plan.fleet_plan import deployment_for_check
 from tokengate.plan.planner import NEWEST_KNOWN_VLLM, Deployment, Plan
 
 ModelOption = Annotated[
@@ -40,7 +43,20 @@ def _deployment(model: str | None, gpu: str, gpus: int | None, engine: EngineArg
     )
 
 
+FleetArgument = Annotated[
+    Path | None, typer.Argument(help="A fleet file: plan every deployment in it (instead of --model).")
+]
+
+
+def _fleet_plans(fleet_file: Path) -> list[Plan]:
+    fleet = load_fleet(fleet_file)
+    return [
+        check_deployment(deployment_for_check(d)).model_copy(update={"deployment": d.name}) for d in fleet.deployments
+    ]
+
+
 def plan(
+    fleet_file: FleetArgument = None,
     model: ModelOption = None,
     gpu: GpuOption = "h100-sxm",
     gpus: GpusOption = None,
@@ -59,6 +75,14 @@ def plan(
 
     Example: tokengate plan --model Qwen/Qwen3-32B-AWQ --gpu rtx-3090 --tp 2 --max-model-len 32768
     """
+    if fleet_file is not None:
+        plans = _fleet_plans(fleet_file)
+        if json_output:
+            print_json_list(plans)
+        for result in [] if json_output else plans:
+            _render_plan(result)
+            _render_findings(result, memory_only=True)
+        return
     engine = parse_vllm_args(vllm_args)
     overrides = {
         "tensor_parallel_size": tp, "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
@@ -77,6 +101,7 @@ def plan(
 
 
 def check(
+    fleet_file: FleetArgument = None,
     model: ModelOption = None,
     gpu: GpuOption = "h100-sxm",
     gpus: GpusOption = None,
@@ -90,6 +115,16 @@ def check(
 
     Example: tokengate check --model Qwen/Qwen3-32B-AWQ --gpu rtx-3090 --gpus 2 --vllm-args "--tensor-parallel-size 2"
     """
+    if fleet_file is not None:
+        plans = _fleet_plans(fleet_file)
+        if json_output:
+            print_json_list(plans)
+        for result in [] if json_output else plans:
+            console.print(f"[bold]{result.deployment}[/]: {result.model_id} on {result.gpu_count} x {result.gpu}")
+            _render_findings(result, memory_only=False)
+        if any(has_errors(result.findings) for result in plans):
+            raise typer.Exit(1)
+        return
     engine = parse_vllm_args(vllm_args)
     result = check_deployment(_deployment(model, gpu, gpus, engine, vllm_version))
     if json_output:
@@ -127,7 +162,8 @@ def gpus(json_output: JsonOption = False) -> None:
 
 
 def _render_plan(result: Plan) -> None:
-    table = Table(title=f"{result.model_id} on {result.gpu_count} x {result.gpu}", show_header=False)
+    name = f"{result.deployment}: " if result.deployment else ""
+    table = Table(title=f"{name}{result.model_id} on {result.gpu_count} x {result.gpu}", show_header=False)
     table.add_row("weights", f"{human_bytes(result.weight_bytes)} ({human_bytes(result.weight_bytes_per_gpu)} per GPU)")
     for term in result.budget.terms:
         sign = "" if term.bytes >= 0 else "-"

@@ -29,6 +29,7 @@ class Deployment(BaseModel):
 
 
 class Plan(BaseModel):
+    deployment: str | None = None  # the fleet deployment's name, when planned from a fleet file
     model_id: str
     family: str
     gpu: str
