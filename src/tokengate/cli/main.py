@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from tokengate import __version__
-from tokengate.cli import demo, fleet, plan, tiny_model
+from tokengate.cli import chat, fleet, plan, render, tiny_model
 from tokengate.cli.output import err_console
 from tokengate.errors import EngineStartError, TokengateError
 
@@ -39,6 +39,7 @@ app = typer.Typer(
 app.add_typer(tiny_model.app, name="tiny-model")
 app.command("plan")(plan.plan)
 app.command("check")(plan.check)
+app.command("render")(render.render)
 app.command("up")(fleet.up_command)
 app.command("down")(fleet.down_command)
 app.command("status")(fleet.status_command)
@@ -46,7 +47,7 @@ app.command("logs")(fleet.logs_command)
 app.command("schema")(fleet.schema_command)
 app.command("models")(plan.models)
 app.command("gpus")(plan.gpus)
-app.command("demo")(demo.demo)
+app.command("chat")(chat.chat)
 
 
 def _print_version(value: bool) -> None:

@@ -1,1 +1,1 @@
-"""Tiny random models that real vLLM serves on a CPU, and helpers that start vLLM for tests and the demo."""
+"""Tiny random models that real vLLM serves on a CPU, and helpers that start vLLM for tests."""

