@@ -62,8 +62,9 @@ def fleet() -> Fleet:
 
 
 @pytest.fixture
-def demo() -> Fleet:
-    return load_fleet(DEMO, environ={})
+def demo(tmp_path: Path) -> Fleet:
+    # Models in an empty folder: whether `make demo` created the real ones must not change the render.
+    return load_fleet(DEMO, environ={"TOKENGATE_DEMO_MODELS": str(tmp_path / "models")})
 
 
 def _compose(fleet: Fleet) -> dict[str, Any]:

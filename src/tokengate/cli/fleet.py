@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,10 +14,10 @@ from rich.table import Table
 
 from tokengate.cli.output import console, err_console, print_json_list
 from tokengate.engine.state import StateDir
-from tokengate.engine.supervisor import EngineResult, EngineStatus, Outcome, down, status, up
+from tokengate.engine.supervisor import EngineResult, EngineStatus, Outcome, down, status, up, up_commands
 from tokengate.errors import InvalidInputError
 from tokengate.fleet.loader import load_fleet, state_dir
-from tokengate.fleet.schema import Fleet
+from tokengate.fleet.schema import Fleet, Runtime
 from tokengate.plan.checks import check_deployment
 from tokengate.plan.findings import Severity
 from tokengate.plan.fleet_plan import deployment_for_check
@@ -35,13 +36,32 @@ def up_command(
     fleet_file: FleetArgument = Path("fleet.yaml"),
     only: OnlyOption = None,
     force: Annotated[bool, typer.Option("--force", help="Start even when `check` finds errors.")] = False,
+    runtime: Annotated[
+        Runtime | None, typer.Option(help="Run every engine this way, whatever the fleet file says.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the commands `up` would run; start nothing.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Check, start each local engine in its own process group, wait for /health, report one line each.
 
-    Engines keep running after `up` returns; `tokengate down` stops them.
+    Engines keep running after `up` returns; `tokengate down` stops them. `runtime: docker` deployments
+    run from the rendered compose file (`docker compose up --detach`).
     """
     fleet, state = _load(fleet_file)
+    if runtime is not None:
+        fleet = fleet.model_copy(
+            update={"deployments": [d.model_copy(update={"runtime": runtime}) for d in fleet.deployments]}
+        )
+    if dry_run:
+        commands = up_commands(fleet, state, only=only or [])
+        if json_output:
+            typer.echo(json.dumps(commands, indent=2))
+        else:
+            for argv in commands:
+                typer.echo(shlex.join(argv))
+        return
     if not force:
         _refuse_on_check_errors(fleet, only or [])
     with err_console.status("Starting engines…") as spinner:
@@ -154,17 +174,16 @@ def _print_result(result: EngineResult) -> None:
 
 
 def _status_table(statuses: list[EngineStatus]) -> Table:
-    table = Table("name", "health", "model", "url", "pid", "uptime", "KV used", "running", "waiting", "prefix hits")
+    table = Table("name", "health", "url", "pid", "uptime", "KV used", "run/wait", "prefix hits")
     for s in statuses:
         health = "[green]healthy[/]" if s.healthy else ("[yellow]up[/]" if s.running else "[red]down[/]")
         m = s.metrics
         rate = m.prefix_cache_hit_rate if m else None
         table.add_row(
-            s.name, health, s.model, s.url, str(s.pid or "-"),
+            s.name, health, s.url, str(s.pid or "-"),
             f"{s.uptime_seconds:.0f} s" if s.uptime_seconds is not None else "-",
             f"{m.kv_cache_usage:.1%}" if m and m.kv_cache_usage is not None else "-",
-            f"{m.requests_running:.0f}" if m and m.requests_running is not None else "-",
-            f"{m.requests_waiting:.0f}" if m and m.requests_waiting is not None else "-",
+            f"{m.requests_running or 0:.0f}/{m.requests_waiting or 0:.0f}" if m else "-",
             f"{rate:.1%} of {m.prefix_cache_queries:.0f}" if m and rate is not None else "-",
         )  # fmt: skip
     return table

@@ -20,6 +20,7 @@ class EngineRecord(BaseModel):
     log_path: Path
     argv: list[str]
     started_at: float
+    compose_file: Path | None = None  # set for `runtime: docker`; `down` runs `docker compose down` on it
 
     @property
     def uptime_seconds(self) -> float:
@@ -65,6 +66,8 @@ class StateDir:
 
 def is_running(record: EngineRecord) -> bool:
     """The recorded group still has a live member, and its leader (if alive) is the process we started."""
+    if record.compose_file is not None:
+        return True  # docker owns the process; health tells the rest
     if not group_alive(record.pgid):
         return False
     ticks = process_start_ticks(record.pgid)

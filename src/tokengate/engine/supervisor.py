@@ -18,11 +18,12 @@ import httpx
 from pydantic import BaseModel
 
 from tokengate.engine.diagnosis import Reason, diagnose
+from tokengate.engine.docker import compose_down, compose_up, run_compose, write_compose_project
 from tokengate.engine.metrics import EngineMetrics, scrape_metrics
 from tokengate.engine.state import EngineRecord, StateDir, is_running
 from tokengate.errors import InvalidInputError
 from tokengate.fleet.loader import resolve_secret
-from tokengate.fleet.schema import Deployment, Fleet
+from tokengate.fleet.schema import Deployment, Fleet, Runtime
 from tokengate.plan.argv import vllm_argv
 from tokengate.processes import ProcessGroup, process_start_ticks, stop_group
 
@@ -61,6 +62,16 @@ class EngineStatus(BaseModel):
     metrics: EngineMetrics | None = None
 
 
+def up_commands(fleet: Fleet, state: StateDir, *, only: Iterable[str] = ()) -> list[list[str]]:
+    """What `up` would run, without running it: one argv per local engine, one `docker compose` for the rest."""
+    selected = [d for d in select(fleet, only) if not d.external]
+    commands = [vllm_argv(d) for d in selected if d.runtime is Runtime.LOCAL]
+    in_docker = [d.name for d in selected if d.runtime is Runtime.DOCKER]
+    if in_docker:
+        commands.append(compose_up(state.root / "compose" / "docker-compose.yml", in_docker).argv)
+    return commands
+
+
 def up(
     fleet: Fleet,
     state: StateDir,
@@ -68,15 +79,20 @@ def up(
     only: Iterable[str] = (),
     on_progress: Callable[[str], None] = lambda _message: None,
 ) -> list[EngineResult]:
-    """Start every selected local engine, wait for all of them, and stop the ones that failed.
+    """Start every selected engine, wait for all of them, and stop the local ones that failed.
 
     Ctrl-C while waiting stops what this call started and re-raises.
     """
     selected = select(fleet, only)
     results: dict[str, EngineResult] = {}
     starting: dict[str, tuple[Deployment, ProcessGroup, float]] = {}
+    in_docker = [d for d in selected if d.runtime is Runtime.DOCKER and not d.external]
+    if in_docker:
+        results.update(_up_in_docker(fleet, state, in_docker, on_progress))
     try:
         for deployment in selected:
+            if deployment.name in results:
+                continue
             early = _before_start(deployment, state)
             if early is not None:
                 results[deployment.name] = early
@@ -98,13 +114,57 @@ def down(
     """Stop every engine the state dir knows (all of them, even ones no longer in the fleet file)."""
     wanted = set(only)
     results = []
+    compose_files: set[Path] = set()
     for record in state.records():
         if wanted and record.name not in wanted:
+            continue
+        if record.compose_file is not None:
+            compose_files.add(record.compose_file)
+            state.remove(record.name)
+            results.append(EngineResult(name=record.name, outcome=Outcome.STOPPED, url=record.url))
             continue
         was_running = is_running(record) and stop_group(record.pgid, grace_seconds)
         state.remove(record.name)
         outcome = Outcome.STOPPED if was_running else Outcome.NOT_RUNNING
         results.append(EngineResult(name=record.name, outcome=outcome, url=record.url, log_path=record.log_path))
+    for compose_file in sorted(compose_files):
+        run_compose(compose_down(compose_file))
+    return results
+
+
+def _up_in_docker(
+    fleet: Fleet, state: StateDir, deployments: list[Deployment], on_progress: Callable[[str], None]
+) -> dict[str, EngineResult]:
+    compose_file = write_compose_project(fleet, state)
+    on_progress(f"docker compose up {' '.join(d.name for d in deployments)}")
+    run_compose(compose_up(compose_file, [d.name for d in deployments]))
+    results = {}
+    for deployment in deployments:
+        state.save(
+            EngineRecord(
+                name=deployment.name, pgid=0, start_ticks=None, url=deployment.base_url,
+                log_path=compose_file, argv=compose_up(compose_file, [deployment.name]).argv,
+                started_at=time.time(), compose_file=compose_file,
+            )
+        )  # fmt: skip
+        started = time.monotonic()
+        while not check_health(deployment.base_url):
+            if time.monotonic() - started > deployment.health_timeout:
+                reason = Reason(
+                    code="timeout",
+                    message=f"no healthy /health after {deployment.health_timeout:.0f} s",
+                    fix=f"read the container log: docker compose -f {compose_file} logs {deployment.name}",
+                )
+                results[deployment.name] = EngineResult(
+                    name=deployment.name, outcome=Outcome.FAILED, url=deployment.base_url, reason=reason
+                )
+                break
+            time.sleep(POLL_SECONDS * 4)
+        else:
+            results[deployment.name] = EngineResult(
+                name=deployment.name, outcome=Outcome.HEALTHY, url=deployment.base_url,
+                seconds=time.monotonic() - started,
+            )  # fmt: skip
     return results
 
 
