@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,16 @@ from rich.table import Table
 
 from tokengate.cli.output import console, err_console, print_json_list
 from tokengate.engine.state import StateDir
-from tokengate.engine.supervisor import EngineResult, EngineStatus, Outcome, down, status, up, up_commands
+from tokengate.engine.supervisor import (
+    EngineResult,
+    EngineStatus,
+    Outcome,
+    down,
+    start_gateway,
+    status,
+    up,
+    up_commands,
+)
 from tokengate.errors import InvalidInputError
 from tokengate.fleet.loader import load_fleet, state_dir
 from tokengate.fleet.schema import Fleet, Runtime
@@ -42,6 +52,9 @@ def up_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the commands `up` would run; start nothing.")
     ] = False,
+    with_gateway: Annotated[
+        bool, typer.Option("--gateway/--no-gateway", help="Also start the fleet's gateway, when it has one.")
+    ] = True,
     json_output: JsonOption = False,
 ) -> None:
     """Check, start each local engine in its own process group, wait for /health, report one line each.
@@ -66,6 +79,10 @@ def up_command(
         _refuse_on_check_errors(fleet, only or [])
     with err_console.status("Starting engines…") as spinner:
         results = up(fleet, state, only=only or [], on_progress=spinner.update)
+        if fleet.gateway is not None and with_gateway and not any(r.outcome is Outcome.FAILED for r in results):
+            spinner.update("Starting the gateway")
+            gateway_argv = [sys.executable, "-m", "tokengate", "gateway", str(fleet_file.resolve())]
+            results.append(start_gateway(fleet, gateway_argv, state))
     if json_output:
         print_json_list(results)
     else:

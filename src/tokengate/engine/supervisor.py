@@ -28,6 +28,7 @@ from tokengate.plan.argv import vllm_argv
 from tokengate.processes import ProcessGroup, process_start_ticks, stop_group
 
 POLL_SECONDS = 0.5
+GATEWAY = "gateway"  # the gateway's name in the state dir
 LOG_TAIL_LINES = 15
 
 
@@ -254,23 +255,53 @@ def _spawn(deployment: Deployment, state: StateDir) -> ProcessGroup:
     key = resolve_secret(deployment.api_key)
     if key is not None:
         env["VLLM_API_KEY"] = key
-    log_path = state.log_path(deployment.name)
+    return spawn_recorded(deployment.name, vllm_argv(deployment), env, deployment.base_url, state)
+
+
+def spawn_recorded(name: str, argv: list[str], env: dict[str, str], url: str, state: StateDir) -> ProcessGroup:
+    """Start a process group that outlives this call, recorded in the state dir before anything waits on it."""
+    log_path = state.log_path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")  # one log per run
-    argv = vllm_argv(deployment)
     process = ProcessGroup.start(argv, log_path=log_path, env=env, die_with_parent=False)
     state.save(
         EngineRecord(
-            name=deployment.name,
+            name=name,
             pgid=process.pid,
             start_ticks=process_start_ticks(process.pid),
-            url=deployment.base_url,
+            url=url,
             log_path=log_path,
             argv=argv,
             started_at=time.time(),
         )
     )
     return process
+
+
+def start_gateway(fleet: Fleet, argv: list[str], state: StateDir, *, timeout: float = 60.0) -> EngineResult:
+    """Start `tokengate gateway` for the fleet as its own recorded process group and wait for its /health."""
+    assert fleet.gateway is not None
+    host = "127.0.0.1" if fleet.gateway.host in {"0.0.0.0", "::", ""} else fleet.gateway.host
+    url = f"http://{host}:{fleet.gateway.port}"
+    record = state.load(GATEWAY)
+    if record is not None and is_running(record):
+        return EngineResult(name=GATEWAY, outcome=Outcome.ALREADY_RUNNING, url=url, log_path=record.log_path)
+    process = spawn_recorded(GATEWAY, argv, dict(os.environ), url, state)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check_health(url):
+            return EngineResult(name=GATEWAY, outcome=Outcome.HEALTHY, url=url, seconds=time.monotonic() - started)
+        if not process.is_running():
+            break
+        time.sleep(POLL_SECONDS)
+    process.stop()
+    state.remove(GATEWAY)
+    reason = diagnose(process.log_path.read_text(errors="replace")) or Reason(
+        code="gateway", message="the gateway did not become healthy", fix=f"read its log: {process.log_path}"
+    )
+    return EngineResult(
+        name=GATEWAY, outcome=Outcome.FAILED, url=url, reason=reason, log_tail=process.log_tail(LOG_TAIL_LINES)
+    )
 
 
 def _wait_all(

@@ -55,6 +55,9 @@ class Deployment(Strict):
     health_timeout: float = Field(600, gt=0, description="Seconds to wait for /health.")
     url: str | None = Field(None, description="External engine already running: `up` does not start it.")
     family: str | None = Field(None, description="Override the family detected from the model.")
+    vllm_version: str | None = Field(
+        None, description="The engine's vLLM version, when known: repairs it does not need are skipped."
+    )
 
     @field_validator("served_model_name", mode="before")
     @classmethod
@@ -133,6 +136,9 @@ class Route(Strict):
 
 class Gateway(Strict):
     listen: str = "127.0.0.1:8080"
+    auth: str = Field("keys", pattern="^(keys|none)$", description="keys (default) or none: open to anyone.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Larger request bodies get a 413.")
+    prefix_cache_preservation: bool = True
     keys: list[GatewayKey] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 

@@ -1,0 +1,88 @@
+"""Which engine serves a request: by model name, least outstanding requests, skipping unhealthy replicas."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tokengate.errors import TokengateError
+from tokengate.fleet.loader import resolve_secret
+from tokengate.fleet.schema import Deployment, Fleet
+from tokengate.gateway.repairs import RepairKind, repairs_for
+from tokengate.models import load_model_spec
+from tokengate.plan.checks import NAME_FAMILIES
+
+UNHEALTHY_RETRY_SECONDS = 2.0
+
+
+@dataclass
+class Replica:
+    """One engine behind a model name."""
+
+    deployment: str
+    base_url: str
+    family: str
+    repairs: tuple[RepairKind, ...]
+    api_key: str | None = None
+    outstanding: int = 0
+    unhealthy_until: float = 0.0
+
+    def available(self, now: float) -> bool:
+        return now >= self.unhealthy_until
+
+    def mark_unhealthy(self) -> None:
+        self.unhealthy_until = time.monotonic() + UNHEALTHY_RETRY_SECONDS
+
+
+@dataclass
+class Router:
+    routes: dict[str, list[Replica]] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.routes)
+
+    def choose(self, model: str) -> Replica | None:
+        """The available replica with the fewest requests in flight; None if every replica is down.
+
+        Raises KeyError for a model nobody serves.
+        """
+        replicas = self.routes[model]
+        now = time.monotonic()
+        candidates = [r for r in replicas if r.available(now)]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda replica: replica.outstanding)
+
+
+def build_router(fleet: Fleet) -> Router:
+    """Every served name and gateway route of the fleet, pointing at its deployments (local and external)."""
+    replicas = {d.name: _replica(d) for d in fleet.deployments}
+    router = Router()
+    for deployment in fleet.deployments:
+        for name in deployment.names:
+            router.routes.setdefault(name, []).append(replicas[deployment.name])
+    for route in fleet.gateway.routes if fleet.gateway else []:
+        router.routes.setdefault(route.model, []).append(replicas[route.deployment])
+    return router
+
+
+def _replica(deployment: Deployment) -> Replica:
+    family = family_of(deployment)
+    return Replica(
+        deployment=deployment.name,
+        base_url=deployment.base_url,
+        family=family,
+        repairs=repairs_for(family, deployment.vllm_version),
+        api_key=resolve_secret(deployment.api_key),
+    )
+
+
+def family_of(deployment: Deployment) -> str:
+    if deployment.family:
+        return deployment.family
+    try:
+        return load_model_spec(deployment.model).family
+    except TokengateError:  # offline with a hub id: judge by its name
+        lowered = deployment.model.lower()
+        return next((family for token, family in NAME_FAMILIES if token in lowered), "unknown")
