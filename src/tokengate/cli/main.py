@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from tokengate import __version__
-from tokengate.cli import chat, fleet, plan, render, tiny_model
+from tokengate.cli import chat, fleet, gateway, keys, plan, render, tiny_model, usage
 from tokengate.cli.output import err_console
 from tokengate.errors import EngineStartError, TokengateError
 
@@ -47,6 +47,9 @@ app.command("logs")(fleet.logs_command)
 app.command("schema")(fleet.schema_command)
 app.command("models")(plan.models)
 app.command("gpus")(plan.gpus)
+app.command("gateway")(gateway.gateway)
+app.add_typer(keys.app, name="keys")
+app.command("usage")(usage.usage)
 app.command("chat")(chat.chat)
 
 

@@ -1,0 +1,359 @@
+"""The gateway's ASGI app: auth → route → repair → pooled upstream (streaming) → ledger and metrics.
+
+Starlette for the app, aiohttp's pooled client for upstreams, orjson for bodies:
+the combination that kept the added latency lowest in benchmarks/gateway_overhead.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tokengate.gateway.auth import OPEN, Identity, KeyLookup, presented_key
+from tokengate.gateway.errors import error_response, stream_error_event
+from tokengate.gateway.ledger import UsageRow
+from tokengate.gateway.repairs import apply_repairs
+from tokengate.gateway.routing import Replica, Router
+
+UPSTREAM_DOWN_RETRY_AFTER = 2
+SECONDS_PER_DAY = 86400
+
+
+@dataclass
+class GatewaySettings:
+    router: Router
+    auth_required: bool = True
+    lookup_key: KeyLookup = lambda _plaintext: None
+    record_usage: Callable[[UsageRow], None] = lambda _row: None
+    tokens_used_today: Callable[[str], int] = lambda _key_name: 0
+    max_body_bytes: int = 32 * 1024 * 1024
+    on_shutdown: Callable[[], None] = lambda: None  # e.g. flush the ledger: runs before the server process exits
+
+
+@dataclass
+class _Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "tokengate_requests", "Requests by model and HTTP status", ["model", "status"], registry=self.registry
+        )
+        self.repairs = Counter(
+            "tokengate_repairs", "Request repairs applied, by kind", ["kind"], registry=self.registry
+        )
+        self.upstream_errors = Counter(
+            "tokengate_upstream_errors", "Upstream failures by deployment and kind", ["deployment", "kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "tokengate_request_seconds", "Time to the last byte, by model", ["model"], registry=self.registry
+        )
+
+
+class Gateway:
+    """Holds what outlives one request: routes, the upstream pool, metrics, per-key concurrency."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.metrics = _Metrics()
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # --- endpoints ---------------------------------------------------------------------------------------------
+
+    async def health(self, _request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def metrics_endpoint(self, _request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def list_models(self, request: Request) -> Response:
+        identity, denied = self._identify(request)
+        if denied is not None:
+            return denied
+        created = int(time.time())
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "tokengate"}
+            for name in self.settings.router.models
+            if identity.allows(name)
+        ]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    async def proxy(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body, problem = await self._read_body(request)
+        if problem is not None:
+            return problem
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return error_response(
+                400, f"`model` is required; this gateway serves: {', '.join(self.settings.router.models)}",
+                param="model",
+            )  # fmt: skip
+        identity, denied = self._identify(request, model)
+        if denied is not None:
+            return denied
+        if model not in self.settings.router.routes:
+            return error_response(
+                404, f"model {model!r} is not served here; available: {', '.join(self.settings.router.models)}",
+                code="model_not_found", param="model",
+            )  # fmt: skip
+        refused = self._over_quota(identity)
+        if refused is not None:
+            return refused
+        self.in_flight[identity.name] += 1  # released by _Call._finish, or below when nothing was forwarded
+        return await self._forward(request, body, model, identity, started)
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+
+    async def _read_body(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        declared = request.headers.get("content-length")
+        limit = self.settings.max_body_bytes
+        if declared and declared.isdigit() and int(declared) > limit:
+            return {}, error_response(413, f"request body is over the {limit}-byte limit")
+        raw = await request.body()
+        if len(raw) > limit:
+            return {}, error_response(413, f"request body is over the {limit}-byte limit")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return {}, error_response(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return {}, error_response(400, "request body must be a JSON object")
+        return body, None
+
+    def _identify(self, request: Request, model: str | None = None) -> tuple[Identity, Response | None]:
+        if not self.settings.auth_required:
+            return OPEN, None
+        key = presented_key(request.headers)
+        if key is None:
+            return OPEN, error_response(401, "missing API key: send `Authorization: Bearer <key>`", code="no_key")
+        identity = self.settings.lookup_key(key)
+        if identity is None:
+            return OPEN, error_response(401, "unknown or revoked API key", code="invalid_api_key")
+        if model is not None and not identity.allows(model):
+            return identity, error_response(
+                403, f"key {identity.name!r} may not use model {model!r}; it may use: {', '.join(identity.models)}",
+                code="model_not_allowed",
+            )  # fmt: skip
+        return identity, None
+
+    def _over_quota(self, identity: Identity) -> Response | None:
+        if identity.max_concurrent is not None and self.in_flight[identity.name] >= identity.max_concurrent:
+            return error_response(
+                429, f"key {identity.name!r} already has {identity.max_concurrent} requests in flight",
+                code="concurrency_limit", retry_after=1,
+            )  # fmt: skip
+        if identity.tokens_per_day is not None:
+            used = self.settings.tokens_used_today(identity.name)
+            if used >= identity.tokens_per_day:
+                until_midnight = SECONDS_PER_DAY - int(time.time()) % SECONDS_PER_DAY
+                return error_response(
+                    429, f"key {identity.name!r} used {used} of its {identity.tokens_per_day} tokens today (UTC)",
+                    code="token_quota", retry_after=until_midnight,
+                )  # fmt: skip
+        return None
+
+    async def _forward(
+        self, request: Request, body: dict[str, Any], model: str, identity: Identity, started: float
+    ) -> Response:
+        path = request.url.path
+        tried: set[str] = set()
+        while True:
+            replica = self.settings.router.choose(model)
+            if replica is None or replica.deployment in tried:
+                self.in_flight[identity.name] -= 1
+                self.metrics.requests.labels(model, "503").inc()
+                return error_response(
+                    503, f"no healthy engine serves {model!r} right now", code="upstream_unavailable",
+                    retry_after=UPSTREAM_DOWN_RETRY_AFTER,
+                )  # fmt: skip
+            tried.add(replica.deployment)
+            outgoing, wants_usage_chunk = self._prepare(body, replica, path)
+            replica.outstanding += 1
+            try:
+                upstream = await self._send(replica, path, outgoing)
+            except aiohttp.ClientConnectionError:
+                replica.outstanding -= 1
+                replica.mark_unhealthy()
+                self.metrics.upstream_errors.labels(replica.deployment, "connect").inc()
+                continue
+            except BaseException:
+                replica.outstanding -= 1
+                self.in_flight[identity.name] -= 1
+                raise
+            call = _Call(self, replica, identity, model, started)
+            if outgoing.get("stream") and upstream.status == 200:
+                return StreamingResponse(
+                    call.relay_stream(upstream, strip_usage=not wants_usage_chunk),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            return await call.relay_whole(upstream)
+
+    def _prepare(self, body: dict[str, Any], replica: Replica, path: str) -> tuple[dict[str, Any], bool]:
+        """Repairs for the replica's family, and usage requested upstream so the ledger can count a stream."""
+        outgoing = body
+        if path.endswith("/chat/completions") and replica.repairs:
+            outgoing, counts = apply_repairs(body, replica.repairs)
+            for kind, count in counts.items():
+                self.metrics.repairs.labels(kind).inc(count)
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if outgoing.get("stream") and not wants_usage and not path.endswith(("/embeddings", "/tokenize")):
+            outgoing = {**outgoing, "stream_options": {**(outgoing.get("stream_options") or {}), "include_usage": True}}
+        return outgoing, wants_usage
+
+    async def _send(self, replica: Replica, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        assert self.session is not None
+        headers = {"Content-Type": "application/json"}
+        if replica.api_key:
+            headers["Authorization"] = f"Bearer {replica.api_key}"
+        return await self.session.post(replica.base_url + path, data=orjson.dumps(body), headers=headers)
+
+
+class _Call:
+    """One forwarded request: relays the answer and records what it cost."""
+
+    def __init__(self, gateway: Gateway, replica: Replica, identity: Identity, model: str, started: float) -> None:
+        self.gateway = gateway
+        self.replica = replica
+        self.identity = identity
+        self.model = model
+        self.started = started
+        self.first_token_at: float | None = None
+        self.usage: dict[str, Any] = {}
+
+    async def relay_whole(self, upstream: aiohttp.ClientResponse) -> Response:
+        try:
+            payload = await upstream.read()
+        except aiohttp.ClientError as exc:
+            self._finish(502)
+            return error_response(502, f"engine {self.replica.deployment} failed mid-answer: {exc}")
+        finally:
+            upstream.release()
+        if upstream.status == 200:
+            self.usage = _usage_of(payload)
+        self._finish(upstream.status)
+        content_type = upstream.headers.get("Content-Type", "application/json")
+        return Response(payload, status_code=upstream.status, media_type=content_type)
+
+    async def relay_stream(self, upstream: aiohttp.ClientResponse, *, strip_usage: bool) -> AsyncIterator[bytes]:
+        status = 200
+        buffer = b""
+        done = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    done = done or event.startswith(b"data: [DONE]")
+                    forwarded = self._inspect(event, strip_usage)
+                    if forwarded is not None:
+                        yield forwarded + b"\n\n"
+            if not done:
+                status = 502
+                yield stream_error_event(f"engine {self.replica.deployment} ended the stream before [DONE]")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            status = 502
+            self.gateway.metrics.upstream_errors.labels(self.replica.deployment, "stream").inc()
+            yield stream_error_event(f"engine {self.replica.deployment} failed mid-stream: {type(exc).__name__}")
+        except asyncio.CancelledError:
+            status = 499  # the client went away; closing the upstream below cancels the engine's work
+            raise
+        finally:
+            upstream.close()
+            self._finish(status)
+
+    def _inspect(self, event: bytes, strip_usage: bool) -> bytes | None:
+        if self.first_token_at is None and b'"delta"' in event and (b'"content"' in event or b'"reasoning' in event):
+            self.first_token_at = time.perf_counter()
+        if b'"usage"' not in event or not event.startswith(b"data: {"):
+            return event
+        try:
+            chunk = orjson.loads(event[6:])
+        except orjson.JSONDecodeError:
+            return event
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+            if strip_usage and not chunk.get("choices"):
+                return None  # the usage-only chunk we asked for on the client's behalf
+        return event
+
+    def _finish(self, status: int) -> None:
+        self.replica.outstanding -= 1
+        self.gateway.in_flight[self.identity.name] -= 1
+        elapsed = time.perf_counter() - self.started
+        metrics = self.gateway.metrics
+        metrics.requests.labels(self.model, str(status)).inc()
+        metrics.latency.labels(self.model).observe(elapsed)
+        details = self.usage.get("prompt_tokens_details") or {}
+        self.gateway.settings.record_usage(
+            UsageRow(
+                time=time.time(),
+                key_name=None if self.identity is OPEN else self.identity.name,
+                model=self.model,
+                deployment=self.replica.deployment,
+                prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
+                cached_tokens=details.get("cached_tokens"),
+                completion_tokens=int(self.usage.get("completion_tokens") or 0),
+                status=status,
+                latency_ms=elapsed * 1000,
+                ttft_ms=(self.first_token_at - self.started) * 1000 if self.first_token_at else None,
+            )
+        )
+
+
+def _usage_of(payload: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    return document.get("usage") or {} if isinstance(document, dict) else {}
+
+
+PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize")
+
+
+def create_app(settings: GatewaySettings) -> Starlette:
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await gateway.open()
+        try:
+            yield
+        finally:
+            await gateway.close()
+            settings.on_shutdown()
+
+    routes = [
+        Route("/health", gateway.health, methods=["GET"]),
+        Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        Route("/v1/models", gateway.list_models, methods=["GET"]),
+        *(Route(path, gateway.proxy, methods=["POST"]) for path in PROXIED_PATHS),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app

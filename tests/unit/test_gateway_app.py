@@ -1,0 +1,234 @@
+"""The gateway's own behaviour in front of a stub upstream (vLLM's behaviour is tested live, against vLLM)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tokengate.gateway.app import GatewaySettings, create_app
+from tokengate.gateway.auth import Identity
+from tokengate.gateway.ledger import UsageRow
+from tokengate.gateway.repairs import repairs_for
+from tokengate.gateway.routing import Replica, Router
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Upstream:
+    """A stub engine: records what it received; `model` chooses its behaviour."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def chat(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.received.append(body)
+        self.headers.append(dict(request.headers))
+        if body["model"] == "rejects":
+            return JSONResponse({"error": {"message": "bad tool_choice", "code": 400}}, status_code=400)
+        if not body.get("stream"):
+            return JSONResponse({"choices": [{"message": {"content": "hi"}}], "usage": USAGE})
+        return StreamingResponse(self._events(body), media_type="text/event-stream")
+
+    async def _events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+        yield b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
+        if body["model"] == "dies":
+            raise RuntimeError("engine crashed")  # uvicorn aborts the connection mid-stream
+        yield b'data: {"choices":[{"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n'
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield b'data: {"choices":[],"usage":' + json.dumps(USAGE).encode() + b"}\n\n"
+        yield b"data: [DONE]\n\n"
+
+
+def serve_in_thread(app: Any, port: int) -> Iterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[Upstream, int]]:
+    stub = Upstream()
+    port = free_port()
+    app = Starlette(routes=[Route("/v1/chat/completions", stub.chat, methods=["POST"])])
+    yield from ((stub, port) for _ in serve_in_thread(app, port))
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: tuple[Upstream, int]) -> Iterator[tuple[str, list[UsageRow]]]:
+    _, port = upstream
+    base = f"http://127.0.0.1:{port}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+    def replica(name: str, url: str = base, family: str = "qwen3", key: str | None = None) -> Replica:
+        return Replica(deployment=name, base_url=url, family=family, repairs=repairs_for(family, None), api_key=key)
+
+    router = Router(
+        routes={
+            "qwen": [replica("qwen", key="upstream-secret")],
+            "mistral": [replica("mistral", family="mistral")],
+            "dies": [replica("dies")],
+            "rejects": [replica("rejects")],
+            "down": [replica("down", dead)],
+            "half-down": [replica("dead-one", dead), replica("live-one")],
+        }
+    )
+    keys = {
+        "good": Identity(name="alice"),
+        "qwen-only": Identity(name="bob", models=("qwen",)),
+        "spent": Identity(name="carol", tokens_per_day=100),
+    }
+    rows: list[UsageRow] = []
+    settings = GatewaySettings(
+        router=router,
+        lookup_key=keys.get,
+        record_usage=rows.append,
+        tokens_used_today=lambda name: 1000 if name == "carol" else 0,
+        max_body_bytes=4096,
+    )
+    port = free_port()
+    yield from ((f"http://127.0.0.1:{port}", rows) for _ in serve_in_thread(create_app(settings), port))
+
+
+def post(base: str, body: Any, key: str | None = "good", **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{base}/v1/chat/completions", content=content, headers=headers, timeout=10, **kwargs)
+
+
+def chat(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def test_routes_adds_the_upstream_key_and_records_usage(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, rows = gateway
+    stub, _ = upstream
+    response = post(base, chat("qwen"))
+    assert response.status_code == 200
+    assert response.json()["usage"] == USAGE
+    assert stub.headers[-1]["authorization"] == "Bearer upstream-secret"  # the client's key never goes upstream
+    row = rows[-1]
+    assert (row.key_name, row.model, row.deployment, row.status) == ("alice", "qwen", "qwen", 200)
+    assert (row.prompt_tokens, row.cached_tokens, row.completion_tokens) == (7, 4, 3)
+
+
+def test_errors_are_openai_shaped_with_the_right_status(gateway: tuple[str, list[UsageRow]]) -> None:
+    base, _ = gateway
+    cases = [
+        (post(base, chat("qwen"), key=None), 401, "missing API key"),
+        (post(base, chat("qwen"), key="nope"), 401, "unknown or revoked"),
+        (post(base, chat("mistral"), key="qwen-only"), 403, "may not use model 'mistral'"),
+        (post(base, chat("llama")), 404, "available: dies, down, half-down, mistral, qwen, rejects"),
+        (post(base, b"{not json"), 400, "not valid JSON"),
+        (post(base, {"messages": []}), 400, "`model` is required"),
+        (post(base, chat("qwen", padding="x" * 5000)), 413, "4096-byte limit"),
+        (post(base, chat("qwen"), key="spent"), 429, "used 1000 of its 100 tokens"),
+        (post(base, chat("down")), 503, "no healthy engine serves 'down'"),
+        (post(base, chat("rejects")), 400, "bad tool_choice"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status, (status, response.text)
+        assert message in response.json()["error"]["message"]
+    assert cases[7][0].headers["retry-after"].isdigit()
+    assert cases[8][0].headers["retry-after"] == "2"
+
+
+def test_a_refused_replica_is_skipped(gateway: tuple[str, list[UsageRow]]) -> None:
+    base, _ = gateway
+    for _ in range(3):
+        assert post(base, chat("half-down")).status_code == 200
+
+
+def test_family_repairs_run_before_the_upstream_sees_the_request(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, _ = gateway
+    stub, _ = upstream
+    body = chat("mistral", tools=[], tool_choice="auto")
+    body["messages"] += [{"role": "assistant", "content": ""}, {"role": "user", "content": "again"}]
+    assert post(base, body).status_code == 200
+    sent = stub.received[-1]
+    assert "tools" not in sent
+    assert "tool_choice" not in sent
+    assert [m["role"] for m in sent["messages"]] == ["user", "user"]
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'tokengate_repairs_total{kind="empty_assistant_message"} 1.0' in metrics
+
+
+def test_streaming_relays_events_and_hides_the_usage_chunk_it_added(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, rows = gateway
+    stub, _ = upstream
+    with httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json=chat("qwen", stream=True),
+        headers={"Authorization": "Bearer good"}, timeout=10,
+    ) as response:  # fmt: skip
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert stub.received[-1]["stream_options"] == {"include_usage": True}  # asked upstream for the ledger
+    assert events[-1] == "data: [DONE]"
+    assert not any('"usage"' in event for event in events)  # the client did not ask for it
+    assert rows[-1].completion_tokens == 3
+    assert rows[-1].ttft_ms is not None
+
+
+def test_an_upstream_dying_mid_stream_ends_with_an_error_event(gateway: tuple[str, list[UsageRow]]) -> None:
+    base, rows = gateway
+    with httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json=chat("dies", stream=True),
+        headers={"Authorization": "Bearer good"}, timeout=10,
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert '"hel"' in events[1]
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert "dies" in error["message"]
+    assert rows[-1].status == 502
+
+
+def test_models_lists_what_the_key_may_use(gateway: tuple[str, list[UsageRow]]) -> None:
+    base, _ = gateway
+    models = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer qwen-only"}).json()
+    assert [m["id"] for m in models["data"]] == ["qwen"]
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_the_event_loop_is_not_blocked_by_a_slow_stream(gateway: tuple[str, list[UsageRow]]) -> None:
+    base, _ = gateway
+
+    async def many() -> list[int]:
+        async with httpx.AsyncClient(timeout=10, headers={"Authorization": "Bearer good"}) as client:
+            responses = await asyncio.gather(*(client.post(f"{base}/v1/chat/completions", json=chat("qwen"))
+                                               for _ in range(20)))  # fmt: skip
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(many()) == [200] * 20
