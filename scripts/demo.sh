@@ -24,9 +24,18 @@ step tokengate check "$FLEET"
 "$TG" check "$FLEET"
 step tokengate up "$FLEET"
 "$TG" up "$FLEET"
-step tokengate chat http://127.0.0.1:8101 -m tiny-qwen3
-"$TG" chat http://127.0.0.1:8101 -m tiny-qwen3 "Say hello to Tokengate in one short sentence."
-step tokengate chat http://127.0.0.1:8102 -m tiny-mistral
-"$TG" chat http://127.0.0.1:8102 -m tiny-mistral "Say hello to Tokengate in one short sentence."
+
+step tokengate keys create --name "demo-…" --fleet "$FLEET"
+TOKENGATE_API_KEY="$("$TG" keys create --name "demo-$(date +%s)" --fleet "$FLEET" --json 2>/dev/null \
+  | "$PWD/.venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
+export TOKENGATE_API_KEY
+echo "created a key for the gateway (shown once; kept in \$TOKENGATE_API_KEY for this demo)"
+
+for model in tiny-qwen3 tiny-mistral; do
+  step tokengate chat http://127.0.0.1:8100 -m "$model"
+  "$TG" chat http://127.0.0.1:8100 -m "$model" "Say hello to Tokengate in one short sentence."
+done
 step tokengate status "$FLEET"
 "$TG" status "$FLEET"
+step tokengate usage --fleet "$FLEET" --by model
+"$TG" usage --fleet "$FLEET" --by model
