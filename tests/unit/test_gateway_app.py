@@ -39,11 +39,14 @@ class Upstream:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.slow_stream_cancelled = threading.Event()
+        self.paths: list[str] = []
 
     async def chat(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.received.append(body)
         self.headers.append(dict(request.headers))
+        self.paths.append(request.url.path)
         if body["model"] == "rejects":
             return JSONResponse({"error": {"message": "bad tool_choice", "code": 400}}, status_code=400)
         if not body.get("stream"):
@@ -52,6 +55,13 @@ class Upstream:
 
     async def _events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         yield b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+        if body["model"] == "slow":
+            try:
+                for _ in range(600):
+                    yield b'data: {"choices":[{"delta":{"content":"."}}]}\n\n'
+                    await asyncio.sleep(0.05)
+            finally:  # reached when the gateway closes the upstream connection
+                self.slow_stream_cancelled.set()
         yield b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\n'
         if body["model"] == "dies":
             raise RuntimeError("engine crashed")  # uvicorn aborts the connection mid-stream
@@ -77,7 +87,14 @@ def serve_in_thread(app: Any, port: int) -> Iterator[None]:
 def upstream() -> Iterator[tuple[Upstream, int]]:
     stub = Upstream()
     port = free_port()
-    app = Starlette(routes=[Route("/v1/chat/completions", stub.chat, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", stub.chat, methods=["POST"]),
+            Route("/health", lambda _request: Response(b"")),
+            Route("/sick/health", lambda _request: Response(b"", status_code=503)),
+            Route("/sick/v1/chat/completions", stub.chat, methods=["POST"]),
+        ]
+    )
     yield from ((stub, port) for _ in serve_in_thread(app, port))
 
 
@@ -96,6 +113,8 @@ def gateway(upstream: tuple[Upstream, int]) -> Iterator[tuple[str, list[UsageRow
             "mistral": [replica("mistral", family="mistral")],
             "dies": [replica("dies")],
             "rejects": [replica("rejects")],
+            "slow": [replica("slow")],
+            "sickly": [replica("sick", f"{base}/sick"), replica("fine")],
             "down": [replica("down", dead)],
             "half-down": [replica("dead-one", dead), replica("live-one")],
         }
@@ -147,7 +166,7 @@ def test_errors_are_openai_shaped_with_the_right_status(gateway: tuple[str, list
         (post(base, chat("qwen"), key=None), 401, "missing API key"),
         (post(base, chat("qwen"), key="nope"), 401, "unknown or revoked"),
         (post(base, chat("mistral"), key="qwen-only"), 403, "may not use model 'mistral'"),
-        (post(base, chat("llama")), 404, "available: dies, down, half-down, mistral, qwen, rejects"),
+        (post(base, chat("llama")), 404, "available: dies, down, half-down, mistral, qwen, rejects, sickly, slow"),
         (post(base, b"{not json"), 400, "not valid JSON"),
         (post(base, {"messages": []}), 400, "`model` is required"),
         (post(base, chat("qwen", padding="x" * 5000)), 413, "4096-byte limit"),
@@ -232,3 +251,30 @@ def test_the_event_loop_is_not_blocked_by_a_slow_stream(gateway: tuple[str, list
         return [r.status_code for r in responses]
 
     assert asyncio.run(many()) == [200] * 20
+
+
+def test_a_client_that_disconnects_cancels_the_upstream_request(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, _ = gateway
+    stub, _ = upstream
+    with httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json=chat("slow", stream=True),
+        headers={"Authorization": "Bearer good"}, timeout=10,
+    ) as response:  # fmt: skip
+        for index, _line in enumerate(response.iter_lines()):
+            if index == 3:
+                break  # leaving the block closes the connection mid-stream
+    # The stub would stream for 30 s; it is told to stop long before (the wait is a bound, not a measurement).
+    assert stub.slow_stream_cancelled.wait(timeout=20)
+
+
+def test_a_replica_failing_health_gets_no_traffic(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, _ = gateway
+    stub, _ = upstream
+    before = len(stub.paths)
+    for _ in range(4):
+        assert post(base, chat("sickly")).status_code == 200
+    assert stub.paths[before:] == ["/v1/chat/completions"] * 4  # never /sick/…

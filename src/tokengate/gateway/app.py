@@ -29,6 +29,7 @@ from tokengate.gateway.repairs import apply_repairs
 from tokengate.gateway.routing import Replica, Router
 
 UPSTREAM_DOWN_RETRY_AFTER = 2
+HEALTH_PROBE_SECONDS = 5.0
 SECONDS_PER_DAY = 86400
 
 
@@ -80,6 +81,19 @@ class Gateway:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    async def probe_health(self) -> None:
+        """Every few seconds, ask each replica's /health; one that fails is skipped until it passes again."""
+        assert self.session is not None
+        timeout = aiohttp.ClientTimeout(total=2)
+        while True:
+            for replica in self.settings.router.replicas:
+                try:
+                    async with self.session.get(replica.base_url + "/health", timeout=timeout) as response:
+                        replica.passes_health = response.status == 200
+                except (TimeoutError, aiohttp.ClientError):
+                    replica.passes_health = False
+            await asyncio.sleep(HEALTH_PROBE_SECONDS)
 
     # --- endpoints ---------------------------------------------------------------------------------------------
 
@@ -342,9 +356,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await gateway.open()
+        prober = asyncio.create_task(gateway.probe_health())
         try:
             yield
         finally:
+            prober.cancel()
             await gateway.close()
             settings.on_shutdown()
 

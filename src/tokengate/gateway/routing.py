@@ -26,9 +26,10 @@ class Replica:
     api_key: str | None = None
     outstanding: int = 0
     unhealthy_until: float = 0.0
+    passes_health: bool = True  # the last /health probe's verdict
 
     def available(self, now: float) -> bool:
-        return now >= self.unhealthy_until
+        return self.passes_health and now >= self.unhealthy_until
 
     def mark_unhealthy(self) -> None:
         self.unhealthy_until = time.monotonic() + UNHEALTHY_RETRY_SECONDS
@@ -37,6 +38,14 @@ class Replica:
 @dataclass
 class Router:
     routes: dict[str, list[Replica]] = field(default_factory=dict)
+
+    @property
+    def replicas(self) -> list[Replica]:
+        unique: dict[str, Replica] = {}
+        for replicas in self.routes.values():
+            for replica in replicas:
+                unique[replica.deployment] = replica
+        return list(unique.values())
 
     @property
     def models(self) -> list[str]:
