@@ -18,26 +18,13 @@ import openai
 import pytest
 import yaml
 
+from tests.live.tools import WEATHER_TOOL
 from tokengate.gateway.keys import KeyStore
 from tokengate.gateway.ledger import Ledger
 from tokengate.testing.tiny_model import Family, create_tiny_model, parse_spec, serve_args_for
 from tokengate.testing.vllm_server import VllmServer, VllmServerConfig, free_port, start_vllm_server
 
 pytestmark = pytest.mark.live
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
 
 
 class RunningGateway:

@@ -9,25 +9,11 @@ import httpx
 import openai
 import pytest
 
+from tests.live.tools import WEATHER_TOOL
 from tokengate.testing.vllm_server import VllmServer
 
 pytestmark = pytest.mark.live
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        # Random weights never close a free-form string; strict pins the arguments to the schema.
-        "strict": True,
-    },
-}
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 
 

@@ -331,21 +331,20 @@ def _poll(deployment: Deployment, process: ProcessGroup, started: float) -> Engi
     base = {"name": deployment.name, "url": deployment.base_url, "seconds": elapsed, "log_path": process.log_path}
     if not process.is_running():
         time.sleep(0.2)  # the log's last lines may still be in flight
-        log = process.log_path.read_text(errors="replace")
-        reason = diagnose(log) or Reason(
+        fallback = Reason(
             code="exited",
             message=f"vLLM exited with code {process.returncode}",
             fix=f"read the log: {process.log_path}",
         )
-        return EngineResult(**base, outcome=Outcome.FAILED, reason=reason, log_tail=process.log_tail(LOG_TAIL_LINES))
-    if check_health(deployment.base_url):
+    elif check_health(deployment.base_url):
         return EngineResult(**base, outcome=Outcome.HEALTHY)
-    if elapsed > deployment.health_timeout:
-        log = process.log_path.read_text(errors="replace")
-        reason = diagnose(log) or Reason(
+    elif elapsed > deployment.health_timeout:
+        fallback = Reason(
             code="timeout",
             message=f"no healthy /health after {deployment.health_timeout:.0f} s",
             fix=f"raise health_timeout, or read the log: {process.log_path}",
         )
-        return EngineResult(**base, outcome=Outcome.FAILED, reason=reason, log_tail=process.log_tail(LOG_TAIL_LINES))
-    return None
+    else:
+        return None
+    reason = diagnose(process.log_path.read_text(errors="replace")) or fallback
+    return EngineResult(**base, outcome=Outcome.FAILED, reason=reason, log_tail=process.log_tail(LOG_TAIL_LINES))
