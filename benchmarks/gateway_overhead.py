@@ -12,8 +12,9 @@ One run starts, each in its own process group:
 
 This process is the load generator (raw asyncio + httptools, one keep-alive connection per client). For each
 of non-streaming and streaming × 1 and 32 concurrent clients it sends a warm-up, then `--requests` requests,
-direct to the stub and through each proxy, interleaved, and compares req/s, p50/p99 latency and, for
-streams, the time to the first content chunk. All processes share this machine's cores.
+direct to the stub and through each proxy, in rounds that alternate the targets, and compares req/s, p50/p99
+latency, for streams the time to the first content chunk, and each proxy's own CPU time per request.
+All processes share this machine's cores. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -59,7 +59,10 @@ MODEL = "bench-model"
 FAMILY = "mistral"  # the family with the most repairs, and no vLLM version: every repair runs
 CLIENTS = (1, 32)
 DEFAULT_REQUESTS = 4000
+MAX_REQUESTS = 100_000
 ROUNDS = 3  # each cell's requests, split in rounds that alternate the targets
+IDLE_RECONNECT_SECONDS = 2.0  # uvicorn closes keep-alive connections idle for 5 s
+CELL_SECONDS_PER_REQUEST = 0.02  # the watchdog: a cell taking longer than this per request (+ a minute) fails
 TARGET_ADDED_P50_MS = 1.0  # at 1 client
 TARGET_RPS_RATIO = 0.40  # at 32 clients
 READY_SECONDS = 60.0
@@ -111,7 +114,7 @@ _COMPLETION = {
 }  # fmt: skip
 
 
-class _REPLIES:
+class _Replies:
     """Every byte the stub sends, encoded once at startup."""
 
     completion = _http("200 OK", b"application/json", orjson.dumps(_COMPLETION))
@@ -135,7 +138,7 @@ class _REPLIES:
 
 
 class _StubProtocol(asyncio.Protocol):
-    """One client connection to the stub: HTTP/1.1 keep-alive, parsed by httptools, answered from `_REPLIES`."""
+    """One client connection to the stub: HTTP/1.1 keep-alive, parsed by httptools, answered from `_Replies`."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -151,7 +154,7 @@ class _StubProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             assert self.transport is not None
-            self.transport.write(_REPLIES.bad_request)
+            self.transport.write(_Replies.bad_request)
             self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -169,11 +172,11 @@ class _StubProtocol(asyncio.Protocol):
         assert transport is not None
         path = self.url.split(b"?", 1)[0]
         if path == b"/health":
-            transport.write(_REPLIES.health)
+            transport.write(_Replies.health)
         elif path == b"/v1/chat/completions" and self.parser.get_method() == b"POST":
             self._chat(transport)
         else:
-            transport.write(_REPLIES.not_found)
+            transport.write(_Replies.not_found)
         if not self.parser.should_keep_alive():
             transport.close()
 
@@ -181,17 +184,17 @@ class _StubProtocol(asyncio.Protocol):
         try:
             request = orjson.loads(b"".join(self.body))
         except orjson.JSONDecodeError:
-            transport.write(_REPLIES.bad_request)
+            transport.write(_Replies.bad_request)
             return
         if not isinstance(request, dict) or not request.get("stream"):
-            transport.write(_REPLIES.completion)
+            transport.write(_Replies.completion)
             return
-        transport.write(_REPLIES.stream_head)
-        for event in _REPLIES.stream_events:  # one write per event, as an engine sends them
+        transport.write(_Replies.stream_head)
+        for event in _Replies.stream_events:  # one write per event, as an engine sends them
             transport.write(event)
         if (request.get("stream_options") or {}).get("include_usage"):
-            transport.write(_REPLIES.usage_event)
-        transport.write(_REPLIES.stream_end)
+            transport.write(_Replies.usage_event)
+        transport.write(_Replies.stream_end)
 
 
 def serve_stub(port_file: Path) -> None:
@@ -352,10 +355,12 @@ class _Connection(asyncio.Protocol):
         self.body = bytearray()
         self.streaming = False
         self.first_content = 0.0
-        self.finished = 0.0
+        self.finished = 0.0  # also when the connection was last used
+        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.finished = time.perf_counter()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -364,7 +369,12 @@ class _Connection(asyncio.Protocol):
             self._fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def _fail(self, exc: BaseException) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -428,26 +438,47 @@ def _request_bytes(server: Server, streaming: bool) -> bytes:
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
+async def _connect(server: Server) -> _Connection:
+    _transport, connection = await asyncio.get_running_loop().create_connection(_Connection, HOST, server.port)
+    return connection
+
+
+async def _refresh(server: Server, pool: list[_Connection]) -> None:
+    """Before a timed round: replace connections the server closed or may be about to close for idling."""
+    now = time.perf_counter()
+    for index, connection in enumerate(pool):
+        if connection.lost or now - connection.finished > IDLE_RECONNECT_SECONDS:
+            connection.close()
+            pool[index] = await _connect(server)
+
+
 async def _drive(
-    connections: list[_Connection], request: bytes, streaming: bool, count: int
+    server: Server, pool: list[_Connection], streaming: bool, count: int
 ) -> tuple[list[float], list[float], int]:
+    request = _request_bytes(server, streaming)
     latencies: list[float] = []
     ttfts: list[float] = []
     remaining = count
     errors = 0
 
-    async def client(connection: _Connection) -> None:
+    async def client(index: int) -> None:
         nonlocal remaining, errors
         while remaining > 0:
             remaining -= 1
-            latency, ttft, whole = await connection.send(request, streaming)
+            try:
+                latency, ttft, whole = await pool[index].send(request, streaming)
+            except (ConnectionError, httptools.HttpParserError):
+                errors += 1
+                pool[index].close()
+                pool[index] = await _connect(server)
+                continue
             if whole:
                 latencies.append(latency)
                 ttfts.append(ttft)
             else:
                 errors += 1
 
-    await asyncio.gather(*(client(connection) for connection in connections))
+    await asyncio.gather(*(client(index) for index in range(len(pool))))
     return latencies, ttfts, errors
 
 
@@ -475,36 +506,30 @@ class _Tally:
 async def measure_cell(servers: list[Server], streaming: bool, clients: int, requests: int, warmup: int) -> list[Run]:
     """One condition for every target: a warm-up each, then the requests in rounds that alternate the targets,
     so a passing disturbance (another job on the machine) hits every target alike."""
-    loop = asyncio.get_running_loop()
     pools: dict[str, list[_Connection]] = {server.name: [] for server in servers}
     tallies = {server.name: _Tally() for server in servers}
     try:
         for server in servers:
-            for _ in range(clients):
-                _transport, connection = await loop.create_connection(_Connection, HOST, server.port)
-                pools[server.name].append(connection)
-            await _drive(pools[server.name], _request_bytes(server, streaming), streaming, warmup)
+            pools[server.name] += [await _connect(server) for _ in range(clients)]
+            await _drive(server, pools[server.name], streaming, warmup)
         shares = [requests // ROUNDS + (1 if i < requests % ROUNDS else 0) for i in range(ROUNDS)]
         for share in shares:
             for server in servers:
                 await _measure_round(server, pools[server.name], streaming, share, tallies[server.name])
     finally:
         for connection in (c for pool in pools.values() for c in pool):
-            if connection.transport is not None:
-                connection.transport.close()
+            connection.close()
     return [tallies[server.name].run(server, streaming, clients, requests) for server in servers]
 
 
-async def _measure_round(
-    server: Server, connections: list[_Connection], streaming: bool, count: int, tally: _Tally
-) -> None:
-    request = _request_bytes(server, streaming)
+async def _measure_round(server: Server, pool: list[_Connection], streaming: bool, count: int, tally: _Tally) -> None:
+    await _refresh(server, pool)
     gc.collect()
     gc.disable()  # the load generator's own pauses are not the target's
     try:
         cpu_before = group_cpu_seconds(server.group.pid)
         started = time.perf_counter()
-        latencies, ttfts, errors = await _drive(connections, request, streaming, count)
+        latencies, ttfts, errors = await _drive(server, pool, streaming, count)
         tally.seconds += time.perf_counter() - started
         cpu_after = group_cpu_seconds(server.group.pid)
     finally:
@@ -548,7 +573,13 @@ async def measure_all(servers: list[Server], requests: int, warmup: int) -> list
     runs = []
     for streaming in (False, True):
         for clients in CLIENTS:
-            for run in await measure_cell(servers, streaming, clients, requests, warmup):
+            limit = 60 + CELL_SECONDS_PER_REQUEST * (requests + warmup) * len(servers)
+            try:
+                async with asyncio.timeout(limit):
+                    cell = await measure_cell(servers, streaming, clients, requests, warmup)
+            except TimeoutError:
+                raise RuntimeError(f"{clients} clients, stream={streaming}: no answer within {limit:.0f} s") from None
+            for run in cell:
                 runs.append(run)
                 mode = "stream" if streaming else "whole"
                 errors = f", {run.errors} errors" if run.errors else ""
@@ -671,6 +702,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def run(requests: int, warmup: int, as_json: bool) -> int:
     litellm_available = find_spec("litellm") is not None
+    litellm_status = "in front of the same stub" if litellm_available else "litellm not installed"
     with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp, _terminate_as_interrupt():
         workdir = Path(tmp)
         database = workdir / "gateway.sqlite3"
@@ -697,8 +729,13 @@ def run(requests: int, warmup: int, as_json: bool) -> int:
             _await_health(gateway, "/health")
             if litellm_available:
                 litellm = Server("litellm", litellm_group, litellm_port, key=LITELLM_KEY)
-                _await_health(litellm, "/health/liveliness")
-                servers.append(litellm)
+                try:
+                    _await_health(litellm, "/health/liveliness")
+                    servers.append(litellm)
+                except RuntimeError as exc:
+                    litellm_status = f"failed to start, left out: {str(exc).splitlines()[0]}"
+                    print(f"litellm {litellm_status}\n{exc}", file=sys.stderr)
+                    litellm_group.stop(grace_seconds=STOP_GRACE_SECONDS)
             print(f"measuring {requests} requests (+{warmup} warm-up) per cell ...", file=sys.stderr)
             runs = uvloop.run(measure_all(servers, requests, warmup))
         finally:
@@ -714,7 +751,7 @@ def run(requests: int, warmup: int, as_json: bool) -> int:
         "warmup_per_cell": warmup,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "litellm": "included" if litellm_available else "litellm not installed",
+        "litellm": litellm_status,
         "targets": {"added_p50_ms_at_1_client": TARGET_ADDED_P50_MS, "rps_ratio_at_32_clients": TARGET_RPS_RATIO},
         "ledger_rows": ledger_rows,
         "ledger_rows_expected": expected_rows,
@@ -728,7 +765,7 @@ def run(requests: int, warmup: int, as_json: bool) -> int:
         header = [
             f"Tokengate gateway overhead: stub engine on loopback, {os.cpu_count()} CPUs, "
             f"{requests} requests per cell after {warmup} warm-up, Python {platform.python_version()}",
-            "litellm: in front of the same stub" if litellm_available else "litellm not installed",
+            f"litellm: {litellm_status}" if litellm_available else litellm_status,
             f"gateway ledger: {ledger_rows} rows written for {expected_rows} requests sent"
             + (f"; {errors} requests failed" if errors else ""),
         ]
@@ -751,13 +788,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve == "gateway":
         serve_gateway(args.upstream, args.database, args.port_file)
         return 0
-    if args.requests < 100:
-        parser.error("--requests: at least 100, or the p99 means little")
+    if not 100 <= args.requests <= MAX_REQUESTS:
+        parser.error(f"--requests: from 100 (or the p99 means little) to {MAX_REQUESTS}")
     try:
         return run(args.requests, max(100, args.requests // 10), args.json)
     except KeyboardInterrupt:
         print("interrupted; every server stopped", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # a server that would not start or answer; its log tail is in the message
+        print(f"gateway_overhead: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
