@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tokengate.fleet.loader import resolve_secret
 from tokengate.fleet.schema import Gateway
+from tokengate.gateway.keys import key_hash
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,8 @@ def fleet_keys(gateway: Gateway, environ: Mapping[str, str] | None = None) -> Ke
         plaintext = resolve_secret(key.key, environ)
         if plaintext:
             identity = Identity(name=key.name, models=tuple(key.models), tokens_per_day=key.tokens_per_day)
-            by_hash[_digest(plaintext)] = identity
-    return lambda plaintext: by_hash.get(_digest(plaintext))
-
-
-def _digest(plaintext: str) -> str:
-    return hashlib.sha256(plaintext.encode()).hexdigest()
+            by_hash[key_hash(plaintext)] = identity
+    return lambda plaintext: by_hash.get(key_hash(plaintext))
 
 
 def chain(*lookups: KeyLookup) -> KeyLookup:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tokengate.versions import version_tuple
+
 Request = dict[str, Any]
 Repair = Callable[[Request], tuple[Request, int]]
 
@@ -178,7 +180,9 @@ def repairs_for(family: str, vllm_version: str | None) -> tuple[RepairKind, ...]
         kind
         for kind in REPAIRS
         if (kind.families is None or family in kind.families)
-        and not (vllm_version and kind.accepted_since and _version(vllm_version) >= _version(kind.accepted_since))
+        and not (
+            vllm_version and kind.accepted_since and version_tuple(vllm_version) >= version_tuple(kind.accepted_since)
+        )
     )
 
 
@@ -189,7 +193,3 @@ def apply_repairs(request: Request, kinds: tuple[RepairKind, ...]) -> tuple[Requ
         if changed:
             counts[kind.name] = changed
     return request, counts
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())

@@ -13,10 +13,8 @@ from tokengate.fleet.schema import Fleet, Gateway
 from tokengate.gateway.app import GatewaySettings, create_app
 from tokengate.gateway.auth import Identity, KeyLookup, chain, fleet_keys
 from tokengate.gateway.keys import KeyStore
-from tokengate.gateway.ledger import Ledger
+from tokengate.gateway.ledger import Ledger, utc_day_start
 from tokengate.gateway.routing import build_router
-
-SECONDS_PER_DAY = 86400
 
 
 def database_path(fleet: Fleet, fleet_path: Path) -> Path:
@@ -34,7 +32,7 @@ def build_gateway_app(fleet: Fleet, fleet_path: Path) -> tuple[Starlette, Ledger
         auth_required=gateway.auth == "keys",
         lookup_key=chain(_store_lookup(store), fleet_keys(gateway)),
         record_usage=ledger.record,
-        tokens_used_today=lambda name: ledger.tokens_used_since(name, _utc_midnight()),
+        tokens_used_today=lambda name: ledger.tokens_used_since(name, utc_day_start(time.time())),
         max_body_bytes=gateway.max_body_bytes,
         # uvicorn re-raises SIGTERM once it has shut down, so the flush must happen in the app's shutdown.
         on_shutdown=ledger.close,
@@ -55,11 +53,6 @@ def _store_lookup(store: KeyStore) -> KeyLookup:
         )
 
     return lookup
-
-
-def _utc_midnight() -> float:
-    now = time.time()
-    return now - now % SECONDS_PER_DAY
 
 
 def serve(fleet: Fleet, fleet_path: Path, *, host: str | None = None, port: int | None = None) -> None:

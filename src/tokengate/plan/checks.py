@@ -15,6 +15,7 @@ from importlib import resources
 from tokengate.plan.findings import Finding, Severity
 from tokengate.plan.planner import Deployment, Plan, derived_max_model_len, make_plan
 from tokengate.units import human_bytes
+from tokengate.versions import version_tuple
 
 GIB = 1024**3
 UNIFIED_MEMORY_OS_RESERVE = 8 * GIB  # what the OS and desktop of a GB10 typically hold at boot (estimate)
@@ -68,10 +69,6 @@ def check_deployment(deployment: Deployment) -> Plan:
     findings = [finding for check in RULES for finding in check(deployment, plan)]
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     return plan.model_copy(update={"findings": sorted(findings, key=lambda f: order[f.severity])})
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
 
 
 def _flag(name: str) -> str:
@@ -200,7 +197,7 @@ def _yarn_factor(target: int, original: int) -> float:
 
 def _yarn_fix(factor: float, original: int, vllm_version: str) -> str:
     scaling = {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
-    if _version(vllm_version) < (0, 11, 0):
+    if version_tuple(vllm_version) < (0, 11, 0):
         return f"--rope-scaling '{json.dumps(scaling)}'"
     return f"--hf-overrides '{json.dumps({'rope_scaling': scaling})}'"
 
@@ -366,7 +363,7 @@ def unified_memory_gpu(deployment: Deployment, plan: Plan) -> list[Finding]:
 @rule
 def removed_flags(deployment: Deployment, plan: Plan) -> list[Finding]:
     engine = deployment.engine
-    target = _version(deployment.vllm_version)
+    target = version_tuple(deployment.vllm_version)
     return [
         Finding(
             code="removed-flag",
@@ -376,7 +373,7 @@ def removed_flags(deployment: Deployment, plan: Plan) -> list[Finding]:
             fix=flag.fix,
         )
         for flag in REMOVED_FLAGS
-        if engine.given(flag.flag) and target >= _version(flag.removed_in)
+        if engine.given(flag.flag) and target >= version_tuple(flag.removed_in)
     ]
 
 
