@@ -91,9 +91,12 @@ def _http(status: str, content_type: bytes, body: bytes) -> bytes:
     return head + body
 
 
-def _chunked_event(payload: dict[str, Any] | bytes) -> bytes:
+def _sse_event(payload: dict[str, Any] | bytes) -> bytes:
     data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    event = b"data: " + data + b"\n\n"
+    return b"data: " + data + b"\n\n"
+
+
+def _chunked(event: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(event), event)
 
 
@@ -122,16 +125,19 @@ class _Replies:
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
-    stream_events = (
-        _chunked_event(_stream_chunk({"role": "assistant", "content": ""})),
-        *(_chunked_event(_stream_chunk({"content": word})) for word in _WORDS),
-        _chunked_event(_stream_chunk({}, "stop")),
+    sse_events = (
+        _sse_event(_stream_chunk({"role": "assistant", "content": ""})),
+        *(_sse_event(_stream_chunk({"content": word})) for word in _WORDS),
+        _sse_event(_stream_chunk({}, "stop")),
     )
-    usage_event = _chunked_event(
+    sse_usage = _sse_event(
         {"id": _COMPLETION_ID, "object": "chat.completion.chunk", "created": _CREATED, "model": MODEL,
          "choices": [], "usage": _USAGE}
     )  # fmt: skip
-    stream_end = _chunked_event(b"[DONE]") + b"0\r\n\r\n"
+    sse_done = _sse_event(b"[DONE]")
+    stream_events = tuple(_chunked(event) for event in sse_events)
+    usage_event = _chunked(sse_usage)
+    stream_end = _chunked(sse_done) + b"0\r\n\r\n"
     health = _http("200 OK", b"application/json", b'{"status":"ok"}')
     not_found = _http("404 Not Found", b"application/json", b'{"error":{"message":"not found"}}')
     bad_request = _http("400 Bad Request", b"application/json", b'{"error":{"message":"bad request"}}')
@@ -209,6 +215,41 @@ def serve_stub(port_file: Path) -> None:
             await stop.wait()
 
     uvloop.run(serve())
+
+
+def asgi_stub_app() -> Any:
+    """The same answers from a plain Starlette app: the class of "trivial upstream" the issue's LiteLLM figure
+    was measured against (3,491 req/s at 32 clients on 2 cores), and closer to an engine's HTTP layer."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        if not body.get("stream"):
+            return JSONResponse(_COMPLETION)
+
+        async def stream() -> Any:
+            for event in _Replies.sse_events:
+                yield event
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _Replies.sse_usage
+            yield _Replies.sse_done
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/health", health)])
+
+
+def serve_asgi_stub(port_file: Path) -> None:
+    config = uvicorn.Config(asgi_stub_app(), loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    sock = _listening_socket()
+    _announce_port(sock, port_file)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 # --- the gateway, as `tokengate gateway` runs it --------------------------------------------------------------
@@ -422,6 +463,7 @@ class Run:
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
     cpu_us_per_request: float | None  # the target's own processes (user + system), not the stub behind a proxy
+    upstream: str = ""
 
 
 def _request_bytes(server: Server, streaming: bool) -> bytes:
@@ -597,6 +639,7 @@ async def measure_all(servers: list[Server], requests: int, warmup: int) -> list
 
 @dataclass
 class Comparison:
+    upstream: str
     proxy: str
     mode: str
     clients: int
@@ -615,7 +658,7 @@ class Comparison:
     target_met: bool | None = field(default=None)
 
 
-def compare(runs: list[Run], proxies: list[str]) -> list[Comparison]:
+def compare(runs: list[Run], proxies: list[str], upstream: str) -> list[Comparison]:
     by_key = {(run.target, run.streaming, run.clients): run for run in runs}
     rows = []
     for proxy in proxies:
@@ -633,7 +676,7 @@ def compare(runs: list[Run], proxies: list[str]) -> list[Comparison]:
                     added_ttft = round(via.ttft_p50_ms - direct.ttft_p50_ms, 3)
                 rows.append(
                     Comparison(
-                        proxy=proxy, mode="stream" if streaming else "whole", clients=clients,
+                        upstream=upstream, proxy=proxy, mode="stream" if streaming else "whole", clients=clients,
                         direct_rps=direct.rps, via_rps=via.rps, rps_ratio=round(ratio, 3),
                         direct_p50_ms=direct.p50_ms, via_p50_ms=via.p50_ms, added_p50_ms=round(added_p50, 3),
                         direct_p99_ms=direct.p99_ms, via_p99_ms=via.p99_ms,
@@ -646,7 +689,7 @@ def compare(runs: list[Run], proxies: list[str]) -> list[Comparison]:
 
 
 _COLUMNS = (
-    ("proxy", "proxy", "<9"), ("mode", "mode", "<6"), ("clients", "clients", ">7"),
+    ("upstream", "upstream", "<8"), ("proxy", "proxy", "<9"), ("mode", "mode", "<6"), ("clients", "clients", ">7"),
     ("direct_rps", "req/s direct", ">12.0f"), ("via_rps", "req/s via", ">9.0f"), ("rps_ratio", "via/direct", ">10.1%"),
     ("direct_p50_ms", "p50 direct", ">10.3f"), ("via_p50_ms", "p50 via", ">8.3f"), ("added_p50_ms", "+p50", ">7.3f"),
     ("direct_p99_ms", "p99 direct", ">10.3f"), ("via_p99_ms", "p99 via", ">8.3f"), ("added_p99_ms", "+p99", ">7.3f"),
@@ -700,57 +743,80 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(requests: int, warmup: int, as_json: bool) -> int:
+UPSTREAMS = {
+    "raw": "raw asyncio + httptools stub (~30 µs CPU per request): the gateway's own ceiling",
+    "asgi": "Starlette-on-uvicorn stub: the class of trivial upstream the issue's LiteLLM figure was measured on",
+}
+
+
+def measure_upstream(kind: str, requests: int, warmup: int, workdir: Path) -> tuple[list[Run], list[str], str, int]:
+    """Start one stub of `kind`, the gateway (and litellm) in front of it, measure every cell; stop them all.
+    Returns the runs, the proxies measured, litellm's status, and the gateway ledger's row count."""
+    database = workdir / "gateway.sqlite3"
+    key, _record = KeyStore(database).create(
+        "bench", tokens_per_day=10**15, max_concurrent=10_000
+    )  # limits set, so the quota checks run
     litellm_available = find_spec("litellm") is not None
     litellm_status = "in front of the same stub" if litellm_available else "litellm not installed"
-    with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp, _terminate_as_interrupt():
-        workdir = Path(tmp)
-        database = workdir / "gateway.sqlite3"
-        key, _record = KeyStore(database).create(
-            "bench", tokens_per_day=10**15, max_concurrent=10_000
-        )  # limits set, so the quota checks run
-        groups: list[ProcessGroup] = []
-        try:
-            stub_group, stub_port_file = _start_ours("stub", workdir)
-            groups.append(stub_group)
-            stub = Server("direct", stub_group, _await_port(stub_group, stub_port_file, "stub"))
-            gateway_group, gateway_port_file = _start_ours(
-                "gateway", workdir, "--upstream", stub.base_url, "--database", str(database)
-            )
-            groups.append(gateway_group)
-            servers = [stub]
-            if litellm_available:
-                litellm_group, litellm_port = _start_litellm(stub.base_url, workdir)
-                groups.append(litellm_group)
-            gateway = Server("tokengate", gateway_group, _await_port(gateway_group, gateway_port_file, "gateway"))
-            gateway.key = key
-            servers.append(gateway)
-            _await_health(stub, "/health")
-            _await_health(gateway, "/health")
-            if litellm_available:
-                litellm = Server("litellm", litellm_group, litellm_port, key=LITELLM_KEY)
-                try:
-                    _await_health(litellm, "/health/liveliness")
-                    servers.append(litellm)
-                except RuntimeError as exc:
-                    litellm_status = f"failed to start, left out: {str(exc).splitlines()[0]}"
-                    print(f"litellm {litellm_status}\n{exc}", file=sys.stderr)
-                    litellm_group.stop(grace_seconds=STOP_GRACE_SECONDS)
-            print(f"measuring {requests} requests (+{warmup} warm-up) per cell ...", file=sys.stderr)
-            runs = uvloop.run(measure_all(servers, requests, warmup))
-        finally:
-            for group in reversed(groups):
-                group.stop(grace_seconds=STOP_GRACE_SECONDS)
-        ledger_rows = _ledger_rows(database)
-    expected_rows = sum(r.requests + warmup for r in runs if r.target == "tokengate")
+    groups: list[ProcessGroup] = []
+    try:
+        stub_group, stub_port_file = _start_ours(f"{kind}-stub", workdir)
+        groups.append(stub_group)
+        stub = Server("direct", stub_group, _await_port(stub_group, stub_port_file, "stub"))
+        gateway_group, gateway_port_file = _start_ours(
+            "gateway", workdir, "--upstream", stub.base_url, "--database", str(database)
+        )
+        groups.append(gateway_group)
+        servers = [stub]
+        if litellm_available:
+            litellm_group, litellm_port = _start_litellm(stub.base_url, workdir)
+            groups.append(litellm_group)
+        gateway = Server("tokengate", gateway_group, _await_port(gateway_group, gateway_port_file, "gateway"))
+        gateway.key = key
+        servers.append(gateway)
+        _await_health(stub, "/health")
+        _await_health(gateway, "/health")
+        if litellm_available:
+            litellm = Server("litellm", litellm_group, litellm_port, key=LITELLM_KEY)
+            try:
+                _await_health(litellm, "/health/liveliness")
+                servers.append(litellm)
+            except RuntimeError as exc:
+                litellm_status = f"failed to start, left out: {str(exc).splitlines()[0]}"
+                print(f"litellm {litellm_status}\n{exc}", file=sys.stderr)
+                litellm_group.stop(grace_seconds=STOP_GRACE_SECONDS)
+        print(f"{kind} upstream: measuring {requests} requests (+{warmup} warm-up) per cell ...", file=sys.stderr)
+        runs = uvloop.run(measure_all(servers, requests, warmup))
+    finally:
+        for group in reversed(groups):
+            group.stop(grace_seconds=STOP_GRACE_SECONDS)
+    for measured in runs:
+        measured.upstream = kind
     proxies = [server.name for server in servers if server.name != "direct"]
-    rows = compare(runs, proxies)
+    return runs, proxies, litellm_status, _ledger_rows(database)
+
+
+def run(requests: int, warmup: int, as_json: bool, upstreams: list[str]) -> int:
+    runs: list[Run] = []
+    rows: list[Comparison] = []
+    ledger_rows = 0
+    litellm_status = ""
+    with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp, _terminate_as_interrupt():
+        for kind in upstreams:
+            workdir = Path(tmp) / kind  # each upstream's own port files, logs and ledger
+            workdir.mkdir()
+            kind_runs, proxies, litellm_status, kind_rows = measure_upstream(kind, requests, warmup, workdir)
+            runs += kind_runs
+            rows += compare(kind_runs, proxies, kind)
+            ledger_rows += kind_rows
+    expected_rows = sum(r.requests + warmup for r in runs if r.target == "tokengate")
     errors = sum(r.errors for r in runs)
     report = {
         "requests_per_cell": requests,
         "warmup_per_cell": warmup,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "upstreams": {kind: UPSTREAMS[kind] for kind in upstreams},
         "litellm": litellm_status,
         "targets": {"added_p50_ms_at_1_client": TARGET_ADDED_P50_MS, "rps_ratio_at_32_clients": TARGET_RPS_RATIO},
         "ledger_rows": ledger_rows,
@@ -763,9 +829,10 @@ def run(requests: int, warmup: int, as_json: bool) -> int:
         print(json.dumps(report, indent=2))
     else:
         header = [
-            f"Tokengate gateway overhead: stub engine on loopback, {os.cpu_count()} CPUs, "
+            f"Tokengate gateway overhead: stub engines on loopback, {os.cpu_count()} CPUs, "
             f"{requests} requests per cell after {warmup} warm-up, Python {platform.python_version()}",
-            f"litellm: {litellm_status}" if litellm_available else litellm_status,
+            *(f"upstream {kind}: {UPSTREAMS[kind]}" for kind in upstreams),
+            litellm_status,
             f"gateway ledger: {ledger_rows} rows written for {expected_rows} requests sent"
             + (f"; {errors} requests failed" if errors else ""),
         ]
@@ -777,13 +844,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="measured requests per cell")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--serve", choices=("stub", "gateway"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--upstream-kind", choices=(*UPSTREAMS, "both"), default="both",
+        help="which stub engine to measure against (default: both, one after the other)",
+    )  # fmt: skip
+    parser.add_argument("--serve", choices=("raw-stub", "asgi-stub", "gateway"), help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve == "stub":
+    if args.serve == "raw-stub":
         serve_stub(args.port_file)
+        return 0
+    if args.serve == "asgi-stub":
+        serve_asgi_stub(args.port_file)
         return 0
     if args.serve == "gateway":
         serve_gateway(args.upstream, args.database, args.port_file)
@@ -791,7 +865,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 100 <= args.requests <= MAX_REQUESTS:
         parser.error(f"--requests: from 100 (or the p99 means little) to {MAX_REQUESTS}")
     try:
-        return run(args.requests, max(100, args.requests // 10), args.json)
+        upstreams = list(UPSTREAMS) if args.upstream_kind == "both" else [args.upstream_kind]
+        return run(args.requests, max(100, args.requests // 10), args.json, upstreams)
     except KeyboardInterrupt:
         print("interrupted; every server stopped", file=sys.stderr)
         return 130

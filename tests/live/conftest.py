@@ -89,3 +89,22 @@ def mistral_server(tiny_servers: dict[Family, VllmServer]) -> VllmServer:
 @pytest.fixture(params=[Family.QWEN3, Family.MISTRAL], ids=str)
 def any_server(request: pytest.FixtureRequest, tiny_servers: dict[Family, VllmServer]) -> VllmServer:
     return tiny_servers[request.param]
+
+
+@pytest.fixture(scope="session")
+def qwen3_plain_server(tmp_path_factory: pytest.TempPathFactory, tiny_engine_available: None) -> Iterator[VllmServer]:
+    """Tiny qwen3 started the way a hurried operator would: parsers set, but without `--enable-auto-tool-choice`
+    and with prefix caching switched off. Checks and benchmarks must notice both; started only when asked for."""
+    tmp = tmp_path_factory.mktemp("plain")
+    config = VllmServerConfig(
+        model=_create_with_cli(tmp / "tiny-qwen3", Family.QWEN3),
+        served_model_name="tiny-qwen3-plain",
+        extra_args=["--tool-call-parser", "hermes", "--reasoning-parser", "qwen3", "--no-enable-prefix-caching"],
+        log_path=tmp / "vllm-plain.log",
+    )
+    server = launch_vllm_server(config)
+    try:
+        wait_until_healthy(server)
+        yield server
+    finally:
+        server.stop()
