@@ -117,6 +117,9 @@ def gateway(upstream: tuple[Upstream, int]) -> Iterator[tuple[str, list[UsageRow
             "sickly": [replica("sick", f"{base}/sick"), replica("fine")],
             "down": [replica("down", dead)],
             "half-down": [replica("dead-one", dead), replica("live-one")],
+            "coder": [
+                Replica(deployment="qwen-coder", base_url=base, family="qwen3", repairs=(), served_names=("qwen",))
+            ],
         }
     )
     keys = {
@@ -160,13 +163,27 @@ def test_routes_adds_the_upstream_key_and_records_usage(
     assert (row.prompt_tokens, row.cached_tokens, row.completion_tokens) == (7, 4, 3)
 
 
+def test_a_route_alias_is_sent_under_the_engines_served_name(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, rows = gateway
+    stub, _ = upstream
+    assert post(base, chat("coder")).status_code == 200
+    assert stub.received[-1]["model"] == "qwen"  # vLLM answers 404 to a name it does not serve
+    assert (rows[-1].model, rows[-1].deployment) == ("coder", "qwen-coder")
+
+
 def test_errors_are_openai_shaped_with_the_right_status(gateway: tuple[str, list[UsageRow]]) -> None:
     base, _ = gateway
     cases = [
         (post(base, chat("qwen"), key=None), 401, "missing API key"),
         (post(base, chat("qwen"), key="nope"), 401, "unknown or revoked"),
         (post(base, chat("mistral"), key="qwen-only"), 403, "may not use model 'mistral'"),
-        (post(base, chat("llama")), 404, "available: dies, down, half-down, mistral, qwen, rejects, sickly, slow"),
+        (
+            post(base, chat("llama")),
+            404,
+            "available: coder, dies, down, half-down, mistral, qwen, rejects, sickly, slow",
+        ),
         (post(base, b"{not json"), 400, "not valid JSON"),
         (post(base, {"messages": []}), 400, "`model` is required"),
         (post(base, chat("qwen", padding="x" * 5000)), 413, "4096-byte limit"),

@@ -132,13 +132,20 @@ class GatewayKey(Strict):
 class Route(Strict):
     model: str = Field(description="The name clients send.")
     deployment: str = Field(description="Deployment that serves it.")
+    prefix_cache_preservation: bool | None = Field(
+        None, description="Override the gateway's prefix_cache_preservation for this name (Anthropic requests)."
+    )
 
 
 class Gateway(Strict):
     listen: str = "127.0.0.1:8080"
     auth: str = Field("keys", pattern="^(keys|none)$", description="keys (default) or none: open to anyone.")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Larger request bodies get a 413.")
-    prefix_cache_preservation: bool = True
+    prefix_cache_preservation: bool = Field(
+        True,
+        description="Anthropic requests: drop per-request volatile system lines (Claude Code's billing-header "
+        "nonce) and write tools in one canonical form, so consecutive turns share their prefix in vLLM's cache.",
+    )
     keys: list[GatewayKey] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 

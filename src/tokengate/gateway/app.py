@@ -1,5 +1,7 @@
 """The gateway's ASGI app: auth → route → repair → pooled upstream (streaming) → ledger and metrics.
 
+OpenAI's endpoints are proxied here; Anthropic's `/v1/messages` is translated in `messages_api`.
+
 Starlette for the app, aiohttp's pooled client for upstreams, orjson for bodies. benchmarks/gateway_overhead.py
 measures the cost; the aiohttp client is about half of it (see the closing note of the gateway issue).
 """
@@ -13,6 +15,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -23,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tokengate.gateway import messages_api
 from tokengate.gateway.auth import OPEN, Identity, KeyLookup, presented_key
 from tokengate.gateway.errors import error_response, stream_error_event
 from tokengate.gateway.ledger import UsageRow
@@ -59,6 +63,11 @@ class _Metrics:
         self.upstream_errors = Counter(
             "tokengate_upstream_errors", "Upstream failures by deployment and kind", ["deployment", "kind"],
             registry=self.registry,
+        )  # fmt: skip
+        self.volatile_removed = Counter(
+            "tokengate_prefix_volatile_removed",
+            "Per-request volatile lines removed from Anthropic system prompts so the prefix cache can hit, by kind",
+            ["kind"], registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
             "tokengate_request_seconds", "Time to the last byte, by model", ["model"], registry=self.registry
@@ -118,6 +127,29 @@ class Gateway:
 
     async def proxy(self, request: Request) -> Response:
         started = time.perf_counter()
+        admitted = await self.admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        body, model, identity = admitted
+        path = request.url.path
+        opened = await self.open_upstream(path, lambda replica: self._prepare(body, replica, path), model, identity,
+                                          started)  # fmt: skip
+        if isinstance(opened, Response):
+            return opened
+        call, upstream, outgoing, wants_usage_chunk = opened
+        if outgoing.get("stream") and upstream.status == 200:
+            return StreamingResponse(
+                call.relay_stream(upstream, strip_usage=not wants_usage_chunk),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await call.relay_whole(upstream)
+
+    async def admit(
+        self, request: Request, *, check_quota: bool = True
+    ) -> tuple[dict[str, Any], str, Identity] | Response:
+        """Body, model and caller of a request that may go on; else the error to answer with.
+        On success with `check_quota`, the caller's in-flight count is raised: `open_upstream` releases it."""
         body, problem = await self._read_body(request)
         if problem is not None:
             return problem
@@ -135,11 +167,53 @@ class Gateway:
                 404, f"model {model!r} is not served here; available: {', '.join(self.settings.router.models)}",
                 code="model_not_found", param="model",
             )  # fmt: skip
-        refused = self._over_quota(identity)
-        if refused is not None:
-            return refused
-        self.in_flight[identity.name] += 1  # released by _Call._finish, or below when nothing was forwarded
-        return await self._forward(request, body, model, identity, started)
+        if check_quota:
+            refused = self._over_quota(identity)
+            if refused is not None:
+                return refused
+            self.in_flight[identity.name] += 1  # released by _Call._finish, or in open_upstream if nothing was sent
+        return body, model, identity
+
+    async def open_upstream(
+        self,
+        path: str,
+        prepare: Callable[[Replica], tuple[dict[str, Any], bool]],
+        model: str,
+        identity: Identity,
+        started: float,
+    ) -> tuple[_Call, aiohttp.ClientResponse, dict[str, Any], bool] | Response:
+        """Send the request (as `prepare` writes it for each replica) to a healthy replica, trying the next one
+        when a connection is refused. Returns the call, the upstream response (headers read), what was sent,
+        and whether the client asked for the usage chunk; or a 503 when no replica answers."""
+        tried: set[str] = set()
+        while True:
+            replica = self.settings.router.choose(model)
+            if replica is None or replica.deployment in tried:
+                self.in_flight[identity.name] -= 1
+                self.metrics.requests.labels(model, "503").inc()
+                return error_response(
+                    503, f"no healthy engine serves {model!r} right now", code="upstream_unavailable",
+                    retry_after=UPSTREAM_DOWN_RETRY_AFTER,
+                )  # fmt: skip
+            tried.add(replica.deployment)
+            try:
+                outgoing, wants_usage_chunk = prepare(replica)
+            except BaseException:
+                self.in_flight[identity.name] -= 1
+                raise
+            replica.outstanding += 1
+            try:
+                upstream = await self._send(replica, path, outgoing)
+            except aiohttp.ClientConnectionError:
+                replica.outstanding -= 1
+                replica.mark_unhealthy()
+                self.metrics.upstream_errors.labels(replica.deployment, "connect").inc()
+                continue
+            except BaseException:
+                replica.outstanding -= 1
+                self.in_flight[identity.name] -= 1
+                raise
+            return _Call(self, replica, identity, model, started), upstream, outgoing, wants_usage_chunk
 
     # --- steps ---------------------------------------------------------------------------------------------------
 
@@ -191,54 +265,25 @@ class Gateway:
                 )  # fmt: skip
         return None
 
-    async def _forward(
-        self, request: Request, body: dict[str, Any], model: str, identity: Identity, started: float
-    ) -> Response:
-        path = request.url.path
-        tried: set[str] = set()
-        while True:
-            replica = self.settings.router.choose(model)
-            if replica is None or replica.deployment in tried:
-                self.in_flight[identity.name] -= 1
-                self.metrics.requests.labels(model, "503").inc()
-                return error_response(
-                    503, f"no healthy engine serves {model!r} right now", code="upstream_unavailable",
-                    retry_after=UPSTREAM_DOWN_RETRY_AFTER,
-                )  # fmt: skip
-            tried.add(replica.deployment)
-            outgoing, wants_usage_chunk = self._prepare(body, replica, path)
-            replica.outstanding += 1
-            try:
-                upstream = await self._send(replica, path, outgoing)
-            except aiohttp.ClientConnectionError:
-                replica.outstanding -= 1
-                replica.mark_unhealthy()
-                self.metrics.upstream_errors.labels(replica.deployment, "connect").inc()
-                continue
-            except BaseException:
-                replica.outstanding -= 1
-                self.in_flight[identity.name] -= 1
-                raise
-            call = _Call(self, replica, identity, model, started)
-            if outgoing.get("stream") and upstream.status == 200:
-                return StreamingResponse(
-                    call.relay_stream(upstream, strip_usage=not wants_usage_chunk),
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
-            return await call.relay_whole(upstream)
-
     def _prepare(self, body: dict[str, Any], replica: Replica, path: str) -> tuple[dict[str, Any], bool]:
         """Repairs for the replica's family, and usage requested upstream so the ledger can count a stream."""
-        outgoing = body
-        if path.endswith("/chat/completions") and replica.repairs:
-            outgoing, counts = apply_repairs(body, replica.repairs)
-            for kind, count in counts.items():
-                self.metrics.repairs.labels(kind).inc(count)
+        outgoing = self.repair(body, replica) if path.endswith("/chat/completions") else body
+        engine_model = replica.engine_model(body["model"])
+        if engine_model != body["model"]:
+            outgoing = {**outgoing, "model": engine_model}
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if outgoing.get("stream") and not wants_usage and not path.endswith(("/embeddings", "/tokenize")):
             outgoing = {**outgoing, "stream_options": {**(outgoing.get("stream_options") or {}), "include_usage": True}}
         return outgoing, wants_usage
+
+    def repair(self, body: dict[str, Any], replica: Replica) -> dict[str, Any]:
+        """The chat request with the replica's family repairs applied, counted in /metrics by kind."""
+        if not replica.repairs:
+            return body
+        repaired, counts = apply_repairs(body, replica.repairs)
+        for kind, count in counts.items():
+            self.metrics.repairs.labels(kind).inc(count)
+        return repaired
 
     async def _send(self, replica: Replica, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         assert self.session is not None
@@ -264,13 +309,13 @@ class _Call:
         try:
             payload = await upstream.read()
         except aiohttp.ClientError as exc:
-            self._finish(502)
+            self.finish(502)
             return error_response(502, f"engine {self.replica.deployment} failed mid-answer: {exc}")
         finally:
             upstream.release()
         if upstream.status == 200:
             self.usage = _usage_of(payload)
-        self._finish(upstream.status)
+        self.finish(upstream.status)
         content_type = upstream.headers.get("Content-Type", "application/json")
         return Response(payload, status_code=upstream.status, media_type=content_type)
 
@@ -299,7 +344,7 @@ class _Call:
             raise
         finally:
             upstream.close()
-            self._finish(status)
+            self.finish(status)
 
     def _inspect(self, event: bytes, strip_usage: bool) -> bytes | None:
         if self.first_token_at is None and b'"delta"' in event and (b'"content"' in event or b'"reasoning' in event):
@@ -316,7 +361,7 @@ class _Call:
                 return None  # the usage-only chunk we asked for on the client's behalf
         return event
 
-    def _finish(self, status: int) -> None:
+    def finish(self, status: int) -> None:
         self.replica.outstanding -= 1
         self.gateway.in_flight[self.identity.name] -= 1
         elapsed = time.perf_counter() - self.started
@@ -374,6 +419,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         *(Route(path, gateway.proxy, methods=["POST"]) for path in PROXIED_PATHS),
+        Route("/v1/messages", partial(messages_api.messages, gateway), methods=["POST"]),
+        Route("/v1/messages/count_tokens", partial(messages_api.count_tokens, gateway), methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway

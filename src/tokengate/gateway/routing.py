@@ -24,12 +24,19 @@ class Replica:
     family: str
     repairs: tuple[RepairKind, ...]
     api_key: str | None = None
+    served_names: tuple[str, ...] = ()  # what the engine answers to; another name (a route alias) is rewritten
     outstanding: int = 0
     unhealthy_until: float = 0.0
     passes_health: bool = True  # the last /health probe's verdict
 
     def available(self, now: float) -> bool:
         return self.passes_health and now >= self.unhealthy_until
+
+    def engine_model(self, requested: str) -> str:
+        """The model name to send the engine: a gateway route's alias becomes the engine's own served name."""
+        if not self.served_names or requested in self.served_names:
+            return requested
+        return self.served_names[0]
 
     def mark_unhealthy(self) -> None:
         self.unhealthy_until = time.monotonic() + UNHEALTHY_RETRY_SECONDS
@@ -38,6 +45,11 @@ class Replica:
 @dataclass
 class Router:
     routes: dict[str, list[Replica]] = field(default_factory=dict)
+    prefix_cache_preservation: bool = True  # for Anthropic requests; see gateway.prefix_cache
+    preservation_by_model: dict[str, bool] = field(default_factory=dict)  # per-route overrides
+
+    def preserves_prefix(self, model: str) -> bool:
+        return self.preservation_by_model.get(model, self.prefix_cache_preservation)
 
     @property
     def replicas(self) -> list[Replica]:
@@ -67,12 +79,14 @@ class Router:
 def build_router(fleet: Fleet) -> Router:
     """Every served name and gateway route of the fleet, pointing at its deployments (local and external)."""
     replicas = {d.name: _replica(d) for d in fleet.deployments}
-    router = Router()
+    router = Router(prefix_cache_preservation=fleet.gateway.prefix_cache_preservation if fleet.gateway else True)
     for deployment in fleet.deployments:
         for name in deployment.names:
             router.routes.setdefault(name, []).append(replicas[deployment.name])
     for route in fleet.gateway.routes if fleet.gateway else []:
         router.routes.setdefault(route.model, []).append(replicas[route.deployment])
+        if route.prefix_cache_preservation is not None:
+            router.preservation_by_model[route.model] = route.prefix_cache_preservation
     return router
 
 
@@ -84,6 +98,7 @@ def _replica(deployment: Deployment) -> Replica:
         family=family,
         repairs=repairs_for(family, deployment.vllm_version),
         api_key=resolve_secret(deployment.api_key),
+        served_names=tuple(deployment.names),
     )
 
 
