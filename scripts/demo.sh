@@ -35,6 +35,8 @@ for model in tiny-qwen3 tiny-mistral; do
   step tokengate chat http://127.0.0.1:8100 -m "$model"
   "$TG" chat http://127.0.0.1:8100 -m "$model" "Say hello to Tokengate in one short sentence."
 done
+step tokengate validate --fleet "$FLEET" --gateway
+"$TG" validate --fleet "$FLEET" --gateway
 step tokengate status "$FLEET"
 "$TG" status "$FLEET"
 step tokengate usage --fleet "$FLEET" --by model
