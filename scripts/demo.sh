@@ -41,3 +41,6 @@ step tokengate status "$FLEET"
 "$TG" status "$FLEET"
 step tokengate usage --fleet "$FLEET" --by model
 "$TG" usage --fleet "$FLEET" --by model
+step tokengate bench prefix-cache http://127.0.0.1:8100 -m tiny-qwen3 --metrics-url http://127.0.0.1:8101 --prompt-tokens 2048 --prefixes 4 --repeats 3
+"$TG" bench prefix-cache http://127.0.0.1:8100 -m tiny-qwen3 --metrics-url http://127.0.0.1:8101 \
+  --prompt-tokens 2048 --prefixes 4 --repeats 3 --out "$DEMO_DIR/bench-prefix-cache.json"

@@ -3,8 +3,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tokengate.bench.server_metrics import parse_metrics
 from tokengate.engine.diagnosis import diagnose
-from tokengate.engine.metrics import parse_metrics
 from tokengate.engine.state import EngineRecord, StateDir, is_running
 from tokengate.processes import ProcessGroup, process_start_ticks
 

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from tokengate import __version__
-from tokengate.cli import chat, fleet, gateway, keys, plan, render, tiny_model, usage, validate
+from tokengate.cli import bench, chat, fleet, gateway, keys, plan, render, tiny_model, tune, usage, validate
 from tokengate.cli.output import err_console
 from tokengate.errors import EngineStartError, TokengateError
 
@@ -51,7 +51,9 @@ app.command("gateway")(gateway.gateway)
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 app.command("chat")(chat.chat)
+app.add_typer(bench.app, name="bench")
 app.command("validate")(validate.validate)
+app.command("tune")(tune.tune)
 
 
 def _print_version(value: bool) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
+from tokengate.bench.server_metrics import EngineMetrics, scrape_metrics
 from tokengate.engine.diagnosis import Reason, diagnose
 from tokengate.engine.docker import compose_down, compose_up, run_compose, write_compose_project
-from tokengate.engine.metrics import EngineMetrics, scrape_metrics
 from tokengate.engine.state import EngineRecord, StateDir, is_running
 from tokengate.errors import InvalidInputError
 from tokengate.fleet.loader import resolve_secret

@@ -20,23 +20,13 @@ SECRET_FIELDS = frozenset({"api_key", "key"})
 
 
 def load_fleet(path: Path, environ: Mapping[str, str] | None = None) -> Fleet:
-    environ = os.environ if environ is None else environ
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read fleet file {path}: {exc.strerror}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"{path}: a fleet file is a mapping with a `deployments:` list")
-    expanded = _expand(raw, environ, path, root, ())
+    expanded, root = read_yaml_mapping(path, "fleet file", "a mapping with a `deployments:` list", environ)
     try:
         fleet = Fleet(**expanded)
     except ValidationError as exc:
-        raise InvalidInputError(_describe(exc, path, root)) from None
+        raise InvalidInputError(
+            describe_errors(exc, path, root, "fleet file", "check the spelling; `tokengate schema` lists every field")
+        ) from None
     return _with_absolute_model_paths(fleet, path)
 
 
@@ -68,6 +58,25 @@ def resolve_secret(reference: str | None, environ: Mapping[str, str] | None = No
     return environ[name]
 
 
+def read_yaml_mapping(
+    path: Path, kind: str, shape: str, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], yaml.Node]:
+    """A YAML file's mapping with `${VAR}` expanded, and its node tree (for file:line in later errors)."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {kind} {path}: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"{path}: a {kind} is {shape}")
+    return _expand(raw, environ, path, root, ()), root
+
+
 def _expand(value: Any, environ: Mapping[str, str], path: Path, root: yaml.Node, where: tuple[Any, ...]) -> Any:
     if isinstance(value, dict):
         return {
@@ -77,7 +86,7 @@ def _expand(value: Any, environ: Mapping[str, str], path: Path, root: yaml.Node,
     if isinstance(value, list):
         return [_expand(item, environ, path, root, (*where, index)) for index, item in enumerate(value)]
     if isinstance(value, str):
-        return _substitute(value, environ, lambda: _location(path, root, where))
+        return _substitute(value, environ, lambda: location_of(path, root, where))
     return value
 
 
@@ -98,19 +107,19 @@ def _substitute(text: str, environ: Mapping[str, str], location: Any) -> str:
     return _VARIABLE.sub(replace, text)
 
 
-def _describe(exc: ValidationError, path: Path, root: yaml.Node) -> str:
+def describe_errors(exc: ValidationError, path: Path, root: yaml.Node, kind: str, spelling_hint: str) -> str:
+    """pydantic's errors as `file:line: field: message` lines, with a hint on unknown (misspelt) fields."""
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        field = ".".join(str(part) for part in loc) or "fleet"
-        typo = error["type"] == "extra_forbidden"
-        hint = " (check the spelling; `tokengate schema` lists every field)" if typo else ""
-        lines.append(f"{_location(path, root, loc)}: {field}: {message}{hint}")
-    return "invalid fleet file:\n  " + "\n  ".join(lines)
+        field = ".".join(str(part) for part in loc) or kind
+        hint = f" ({spelling_hint})" if error["type"] == "extra_forbidden" else ""
+        lines.append(f"{location_of(path, root, loc)}: {field}: {message}{hint}")
+    return f"invalid {kind}:\n  " + "\n  ".join(lines)
 
 
-def _location(path: Path, root: yaml.Node, loc: tuple[Any, ...]) -> str:
+def location_of(path: Path, root: yaml.Node, loc: tuple[Any, ...]) -> str:
     """file:line of the deepest YAML node the error path reaches."""
     node = root
     for part in loc:
