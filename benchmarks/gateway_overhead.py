@@ -8,7 +8,7 @@ One run starts, each in its own process group:
   stream, at once (a raw asyncio protocol on uvloop + httptools, so the upstream is never the bottleneck);
 - the gateway: the real `create_app` served by uvicorn as `tokengate gateway` serves it (uvloop, httptools,
   no access log), keys required (one real `KeyStore` key) and a real `Ledger` on a temporary file;
-- litellm's proxy in front of the same stub, if `litellm` is importable.
+- litellm's proxy in front of the same stub, with `--litellm-python` (its own venv) or if `litellm` is importable.
 
 This process is the load generator (raw asyncio + httptools, one keep-alive connection per client). For each
 of non-streaming and streaming × 1 and 32 concurrent clients it sends a warm-up, then `--requests` requests,
@@ -358,7 +358,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_litellm(upstream: str, workdir: Path) -> tuple[ProcessGroup, int]:
+def litellm_python(given: Path | None) -> Path | None:
+    """The interpreter that runs litellm's proxy: --litellm-python (its own venv, so its pins never touch
+    ours), else this one if litellm is importable here; None when there is none."""
+    if given is not None:
+        return given
+    return Path(sys.executable) if find_spec("litellm") is not None else None
+
+
+def _start_litellm(python: Path, upstream: str, workdir: Path) -> tuple[ProcessGroup, int]:
     config = {
         "model_list": [
             {
@@ -372,7 +380,7 @@ def _start_litellm(upstream: str, workdir: Path) -> tuple[ProcessGroup, int]:
     config_path.write_bytes(orjson.dumps(config))  # JSON is YAML
     port = _free_port()
     argv = [
-        sys.executable, "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
+        str(python), "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
         "--config", str(config_path), "--host", HOST, "--port", str(port), "--num_workers", "1",
         "--telemetry", "False",
     ]  # fmt: skip
@@ -749,15 +757,16 @@ UPSTREAMS = {
 }
 
 
-def measure_upstream(kind: str, requests: int, warmup: int, workdir: Path) -> tuple[list[Run], list[str], str, int]:
+def measure_upstream(
+    kind: str, requests: int, warmup: int, workdir: Path, litellm: Path | None
+) -> tuple[list[Run], list[str], str, int]:
     """Start one stub of `kind`, the gateway (and litellm) in front of it, measure every cell; stop them all.
     Returns the runs, the proxies measured, litellm's status, and the gateway ledger's row count."""
     database = workdir / "gateway.sqlite3"
     key, _record = KeyStore(database).create(
         "bench", tokens_per_day=10**15, max_concurrent=10_000
     )  # limits set, so the quota checks run
-    litellm_available = find_spec("litellm") is not None
-    litellm_status = "in front of the same stub" if litellm_available else "litellm not installed"
+    litellm_status = f"litellm ({litellm}) in front of the same stub" if litellm else "litellm not installed"
     groups: list[ProcessGroup] = []
     try:
         stub_group, stub_port_file = _start_ours(f"{kind}-stub", workdir)
@@ -768,19 +777,19 @@ def measure_upstream(kind: str, requests: int, warmup: int, workdir: Path) -> tu
         )
         groups.append(gateway_group)
         servers = [stub]
-        if litellm_available:
-            litellm_group, litellm_port = _start_litellm(stub.base_url, workdir)
+        if litellm is not None:
+            litellm_group, litellm_port = _start_litellm(litellm, stub.base_url, workdir)
             groups.append(litellm_group)
         gateway = Server("tokengate", gateway_group, _await_port(gateway_group, gateway_port_file, "gateway"))
         gateway.key = key
         servers.append(gateway)
         _await_health(stub, "/health")
         _await_health(gateway, "/health")
-        if litellm_available:
-            litellm = Server("litellm", litellm_group, litellm_port, key=LITELLM_KEY)
+        if litellm is not None:
+            litellm_server = Server("litellm", litellm_group, litellm_port, key=LITELLM_KEY)
             try:
-                _await_health(litellm, "/health/liveliness")
-                servers.append(litellm)
+                _await_health(litellm_server, "/health/liveliness")
+                servers.append(litellm_server)
             except RuntimeError as exc:
                 litellm_status = f"failed to start, left out: {str(exc).splitlines()[0]}"
                 print(f"litellm {litellm_status}\n{exc}", file=sys.stderr)
@@ -796,7 +805,7 @@ def measure_upstream(kind: str, requests: int, warmup: int, workdir: Path) -> tu
     return runs, proxies, litellm_status, _ledger_rows(database)
 
 
-def run(requests: int, warmup: int, as_json: bool, upstreams: list[str]) -> int:
+def run(requests: int, warmup: int, as_json: bool, upstreams: list[str], litellm: Path | None) -> int:
     runs: list[Run] = []
     rows: list[Comparison] = []
     ledger_rows = 0
@@ -805,7 +814,7 @@ def run(requests: int, warmup: int, as_json: bool, upstreams: list[str]) -> int:
         for kind in upstreams:
             workdir = Path(tmp) / kind  # each upstream's own port files, logs and ledger
             workdir.mkdir()
-            kind_runs, proxies, litellm_status, kind_rows = measure_upstream(kind, requests, warmup, workdir)
+            kind_runs, proxies, litellm_status, kind_rows = measure_upstream(kind, requests, warmup, workdir, litellm)
             runs += kind_runs
             rows += compare(kind_runs, proxies, kind)
             ledger_rows += kind_rows
@@ -848,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
         "--upstream-kind", choices=(*UPSTREAMS, "both"), default="both",
         help="which stub engine to measure against (default: both, one after the other)",
     )  # fmt: skip
+    parser.add_argument(
+        "--litellm-python", type=Path, help="a Python with litellm[proxy] installed, to measure it in the same run"
+    )
     parser.add_argument("--serve", choices=("raw-stub", "asgi-stub", "gateway"), help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -866,7 +878,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--requests: from 100 (or the p99 means little) to {MAX_REQUESTS}")
     try:
         upstreams = list(UPSTREAMS) if args.upstream_kind == "both" else [args.upstream_kind]
-        return run(args.requests, max(100, args.requests // 10), args.json, upstreams)
+        litellm = litellm_python(args.litellm_python)
+        return run(args.requests, max(100, args.requests // 10), args.json, upstreams, litellm)
     except KeyboardInterrupt:
         print("interrupted; every server stopped", file=sys.stderr)
         return 130
