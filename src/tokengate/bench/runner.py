@@ -31,6 +31,7 @@ from tokengate.bench.target import BenchTarget
 
 Progress = Callable[[int, int], None]
 STOP_POLL_SECONDS = 0.05
+COUNTER_SETTLE_SECONDS = 2.0  # the longest wait for the engine to publish a finished request's counters
 
 
 class MetricsWatcher:
@@ -109,11 +110,25 @@ class RunContext:
         return streamed
 
     async def _attribute(self, record: RequestRecord, before: EngineMetrics) -> None:
-        after = await self.client.metrics()
+        after = await self._metrics_including(record, before)
         if after is None or before.prefix_cache_hits is None or after.prefix_cache_hits is None:
             return
         record.cached_tokens = round(after.prefix_cache_hits - before.prefix_cache_hits)
         record.cached_tokens_source = "server_counters"
+
+    async def _metrics_including(self, record: RequestRecord, before: EngineMetrics) -> EngineMetrics | None:
+        """The engine's counters once they include this request: vLLM publishes them a moment after the answer
+        ends, and reading too early puts a request's cache hits on the next one. Its generated tokens mark it."""
+        deadline = time.monotonic() + COUNTER_SETTLE_SECONDS
+        while True:
+            after = await self.client.metrics()
+            if after is None or before.generation_tokens is None or after.generation_tokens is None:
+                return after
+            if after.generation_tokens >= before.generation_tokens + record.completion_tokens:
+                return after
+            if time.monotonic() > deadline:
+                return after
+            await asyncio.sleep(0.02)
 
     async def count_chat(self, messages: list[dict[str, Any]]) -> int | None:
         return await self.client.tokenize(messages=messages) if self.info.tokenize else None
