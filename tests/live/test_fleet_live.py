@@ -16,6 +16,7 @@ import yaml
 
 from tokengate.engine.state import StateDir
 from tokengate.processes import group_alive
+from tokengate.testing.process_scan import processes_mentioning
 from tokengate.testing.tiny_model import create_tiny_model, parse_spec
 from tokengate.testing.vllm_server import free_port, vllm_python
 
@@ -47,18 +48,7 @@ def tokengate(*args: str, check: bool = False) -> subprocess.CompletedProcess[st
 
 def fleet_processes(state: Path) -> list[int]:
     """Every live process whose command line mentions this fleet's models (they live under its folder)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state_line = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(state) in cmdline and state_line != "Z":
-            found.append(int(entry.name))
-    return found
+    return list(processes_mentioning(state))
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import pytest
 from tokengate.bench.server_metrics import parse_metrics
 from tokengate.fleet.loader import load_fleet
 from tokengate.processes import group_alive
+from tokengate.testing.process_scan import processes_mentioning
 from tokengate.testing.vllm_server import vllm_python
 from tokengate.tune.trial import EngineProcess, Phase, TrialRecord, TrialStatus
 
@@ -97,18 +98,8 @@ def mid_workload(state: Path, number: int) -> Callable[[], EngineProcess | None]
 
 def engine_processes(marker: Path) -> list[str]:
     """Live processes whose command line names the model directory: engines of this search."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            status = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(marker) in cmdline and status != "Z" and "tiny-model" not in cmdline:
-            found.append(f"{entry.name}: {cmdline[:200]}")
-    return found
+    return [f"{pid}: {cmdline[:200]}" for pid, cmdline in processes_mentioning(marker).items()
+            if "tiny-model" not in cmdline]  # fmt: skip
 
 
 def kill_leftovers(marker: Path) -> None:

@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 from tokengate.processes import group_alive
+from tokengate.testing.process_scan import processes_mentioning
 from tokengate.testing.tiny_model import create_tiny_model, parse_spec
 from tokengate.tune.space import SearchSpace, load_space
 from tokengate.tune.trial import Endpoint, Measurement, Workload
@@ -177,18 +178,7 @@ def as_workload(fake: FakeWorkload) -> Workload:
 
 def stub_processes(marker: Path) -> list[int]:
     """Live processes whose command line mentions `marker` (the stub script of one test)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(marker) in cmdline and state != "Z" and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
-    return found
+    return [pid for pid in processes_mentioning(marker) if pid != os.getpid()]
 
 
 def test_the_stub_reports_its_argv_and_dies_with_its_group(tmp_path: Path) -> None:
