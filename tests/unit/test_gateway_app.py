@@ -23,6 +23,7 @@ from tokengate.gateway.auth import Identity
 from tokengate.gateway.ledger import UsageRow
 from tokengate.gateway.repairs import repairs_for
 from tokengate.gateway.routing import Replica, Router
+from tokengate.gateway.sse import EventSplitter
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}}
 
@@ -295,3 +296,10 @@ def test_a_replica_failing_health_gets_no_traffic(
     for _ in range(4):
         assert post(base, chat("sickly")).status_code == 200
     assert stub.paths[before:] == ["/v1/chat/completions"] * 4  # never /sick/…
+
+
+def test_events_are_cut_wherever_the_engine_bytes_break() -> None:
+    splitter = EventSplitter()
+    assert splitter.feed(b'data: {"a"') == []
+    assert splitter.feed(b":1}\n\ndata: [DO") == [b'data: {"a":1}']
+    assert splitter.feed(b"NE]\n\n\n\n") == [b"data: [DONE]", b""]

@@ -32,6 +32,7 @@ from tokengate.gateway.errors import error_response, stream_error_event
 from tokengate.gateway.ledger import UsageRow
 from tokengate.gateway.repairs import apply_repairs
 from tokengate.gateway.routing import Replica, Router
+from tokengate.gateway.sse import RESPONSE_HEADERS, EventSplitter
 
 UPSTREAM_DOWN_RETRY_AFTER = 2
 HEALTH_PROBE_SECONDS = 5.0
@@ -141,7 +142,7 @@ class Gateway:
             return StreamingResponse(
                 call.relay_stream(upstream, strip_usage=not wants_usage_chunk),
                 media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                headers=RESPONSE_HEADERS,
             )
         return await call.relay_whole(upstream)
 
@@ -287,10 +288,7 @@ class Gateway:
 
     async def _send(self, replica: Replica, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         assert self.session is not None
-        headers = {"Content-Type": "application/json"}
-        if replica.api_key:
-            headers["Authorization"] = f"Bearer {replica.api_key}"
-        return await self.session.post(replica.base_url + path, data=orjson.dumps(body), headers=headers)
+        return await self.session.post(replica.base_url + path, data=orjson.dumps(body), headers=replica.headers)
 
 
 class _Call:
@@ -321,13 +319,11 @@ class _Call:
 
     async def relay_stream(self, upstream: aiohttp.ClientResponse, *, strip_usage: bool) -> AsyncIterator[bytes]:
         status = 200
-        buffer = b""
+        splitter = EventSplitter()
         done = False
         try:
             async for chunk in upstream.content.iter_any():
-                buffer += chunk
-                while b"\n\n" in buffer:
-                    event, buffer = buffer.split(b"\n\n", 1)
+                for event in splitter.feed(chunk):
                     done = done or event.startswith(b"data: [DONE]")
                     forwarded = self._inspect(event, strip_usage)
                     if forwarded is not None:

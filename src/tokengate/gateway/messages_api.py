@@ -29,6 +29,7 @@ from tokengate.gateway.anthropic import (
 from tokengate.gateway.anthropic_stream import MessageStream, error_event, parse_chunk
 from tokengate.gateway.prefix_cache import preserve_prefix
 from tokengate.gateway.routing import Replica
+from tokengate.gateway.sse import RESPONSE_HEADERS, EventSplitter
 
 if TYPE_CHECKING:
     from tokengate.gateway.app import Gateway, _Call
@@ -77,7 +78,7 @@ async def messages(gateway: Gateway, request: Request) -> Response:
         return StreamingResponse(
             _relay_stream(call, upstream, MessageStream(model, stop_sequences)),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers=RESPONSE_HEADERS,
         )
     return await _relay_whole(call, upstream, model, stop_sequences)
 
@@ -142,12 +143,12 @@ async def _tokenize(
         "add_generation_prompt": True,
         **{name: chat[name] for name in ("tools", "chat_template_kwargs") if name in chat},
     }
-    headers = {"Content-Type": "application/json"}
-    if replica.api_key:
-        headers["Authorization"] = f"Bearer {replica.api_key}"
     try:
         async with gateway.session.post(
-            replica.base_url + "/tokenize", data=orjson.dumps(request), headers=headers, timeout=TOKENIZE_TIMEOUT
+            replica.base_url + "/tokenize",
+            data=orjson.dumps(request),
+            headers=replica.headers,
+            timeout=TOKENIZE_TIMEOUT,
         ) as response:
             payload = await response.read()
             if response.status != 200:
@@ -195,13 +196,11 @@ async def _relay_stream(
     call: _Call, upstream: aiohttp.ClientResponse, translator: MessageStream
 ) -> AsyncIterator[bytes]:
     status = 200
-    buffer = b""
+    splitter = EventSplitter()
     deployment = call.replica.deployment
     try:
         async for data in upstream.content.iter_any():
-            buffer += data
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
+            for event in splitter.feed(data):
                 translated, failed = _translate(event, translator)
                 if call.first_token_at is None and b"content_block_delta" in translated:
                     call.first_token_at = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from tokengate.errors import TokengateError
 from tokengate.fleet.loader import resolve_secret
@@ -31,6 +32,14 @@ class Replica:
 
     def available(self, now: float) -> bool:
         return self.passes_health and now >= self.unhealthy_until
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """What every request to this engine carries: the body type, and its API key (never the client's)."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     def engine_model(self, requested: str) -> str:
         """The model name to send the engine: a gateway route's alias becomes the engine's own served name."""
