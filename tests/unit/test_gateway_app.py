@@ -41,13 +41,16 @@ class Upstream:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.slow_stream_cancelled = threading.Event()
+        self.quiet_stream_cancelled = threading.Event()
         self.paths: list[str] = []
+        self.client_ports: list[int] = []  # the gateway's side of each request's connection
 
     async def chat(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.received.append(body)
         self.headers.append(dict(request.headers))
         self.paths.append(request.url.path)
+        self.client_ports.append(request.client.port if request.client else 0)
         if body["model"] == "rejects":
             return JSONResponse({"error": {"message": "bad tool_choice", "code": 400}}, status_code=400)
         if not body.get("stream"):
@@ -56,6 +59,11 @@ class Upstream:
 
     async def _events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         yield b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+        if body["model"] == "quiet":  # a long prefill: nothing after the role chunk for a long while
+            try:
+                await asyncio.sleep(30)
+            finally:
+                self.quiet_stream_cancelled.set()
         if body["model"] == "slow":
             try:
                 for _ in range(600):
@@ -115,6 +123,7 @@ def gateway(upstream: tuple[Upstream, int]) -> Iterator[tuple[str, list[UsageRow
             "dies": [replica("dies")],
             "rejects": [replica("rejects")],
             "slow": [replica("slow")],
+            "quiet": [replica("quiet")],
             "sickly": [replica("sick", f"{base}/sick"), replica("fine")],
             "down": [replica("down", dead)],
             "half-down": [replica("dead-one", dead), replica("live-one")],
@@ -183,7 +192,7 @@ def test_errors_are_openai_shaped_with_the_right_status(gateway: tuple[str, list
         (
             post(base, chat("llama")),
             404,
-            "available: coder, dies, down, half-down, mistral, qwen, rejects, sickly, slow",
+            "available: coder, dies, down, half-down, mistral, quiet, qwen, rejects, sickly, slow",
         ),
         (post(base, b"{not json"), 400, "not valid JSON"),
         (post(base, {"messages": []}), 400, "`model` is required"),
@@ -285,6 +294,38 @@ def test_a_client_that_disconnects_cancels_the_upstream_request(
                 break  # leaving the block closes the connection mid-stream
     # The stub would stream for 30 s; it is told to stop long before (the wait is a bound, not a measurement).
     assert stub.slow_stream_cancelled.wait(timeout=20)
+
+
+def test_a_client_that_leaves_while_the_engine_is_silent_cancels_it_and_is_recorded_as_gone(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, rows = gateway
+    stub, _ = upstream
+    with httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json=chat("quiet", stream=True),
+        headers={"Authorization": "Bearer good"}, timeout=10,
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        next(response.iter_lines())  # the role chunk; then the engine says nothing, and the client leaves
+    assert stub.quiet_stream_cancelled.wait(timeout=20)  # a bound, not a measurement
+    deadline = time.monotonic() + 10
+    while not any(row.model == "quiet" for row in rows) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [row.status for row in rows if row.model == "quiet"] == [499]
+
+
+def test_finished_streams_leave_their_engine_connection_open_for_the_next_request(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, _ = gateway
+    stub, _ = upstream
+    for _ in range(3):
+        with httpx.stream(
+            "POST", f"{base}/v1/chat/completions", json=chat("qwen", stream=True),
+            headers={"Authorization": "Bearer good"}, timeout=10,
+        ) as response:  # fmt: skip
+            assert response.read().rstrip().endswith(b"data: [DONE]")
+    assert len(set(stub.client_ports[-3:])) == 1
 
 
 def test_a_replica_failing_health_gets_no_traffic(

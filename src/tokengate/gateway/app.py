@@ -2,8 +2,8 @@
 
 OpenAI's endpoints are proxied here; Anthropic's `/v1/messages` is translated in `messages_api`.
 
-Starlette for the app, aiohttp's pooled client for upstreams, orjson for bodies. benchmarks/gateway_overhead.py
-measures the cost; the aiohttp client is about half of it (see the closing note of the gateway issue).
+Starlette for the app, our own pooled HTTP/1.1 client for engines (`upstream`), orjson for bodies.
+benchmarks/gateway_overhead.py measures the cost.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import aiohttp
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tokengate.gateway import messages_api
@@ -32,10 +31,18 @@ from tokengate.gateway.errors import error_response, stream_error_event
 from tokengate.gateway.ledger import UsageRow
 from tokengate.gateway.repairs import apply_repairs
 from tokengate.gateway.routing import Replica, Router
-from tokengate.gateway.sse import RESPONSE_HEADERS, EventSplitter
+from tokengate.gateway.sse import EventSplitter, EventStreamResponse
+from tokengate.gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    fetch,
+)
 
 UPSTREAM_DOWN_RETRY_AFTER = 2
 HEALTH_PROBE_SECONDS = 5.0
+HEALTH_PROBE_TIMEOUT_SECONDS = 2.0
 SECONDS_PER_DAY = 86400
 
 
@@ -82,27 +89,20 @@ class Gateway:
         self.settings = settings
         self.metrics = _Metrics()
         self.in_flight: dict[str, int] = defaultdict(int)
-        self.session: aiohttp.ClientSession | None = None
-
-    async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        self.pool = UpstreamPool()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.pool.close()
 
     async def probe_health(self) -> None:
         """Every few seconds, ask each replica's /health; one that fails is skipped until it passes again."""
-        assert self.session is not None
-        timeout = aiohttp.ClientTimeout(total=2)
         while True:
             for replica in self.settings.router.replicas:
                 try:
-                    async with self.session.get(replica.base_url + "/health", timeout=timeout) as response:
-                        replica.passes_health = response.status == 200
-                except (TimeoutError, aiohttp.ClientError):
+                    async with asyncio.timeout(HEALTH_PROBE_TIMEOUT_SECONDS):
+                        status, _ = await fetch(self.pool, replica.origin, "GET", "/health")
+                    replica.passes_health = status == 200
+                except (TimeoutError, UpstreamError):
                     replica.passes_health = False
             await asyncio.sleep(HEALTH_PROBE_SECONDS)
 
@@ -139,11 +139,7 @@ class Gateway:
             return opened
         call, upstream, outgoing, wants_usage_chunk = opened
         if outgoing.get("stream") and upstream.status == 200:
-            return StreamingResponse(
-                call.relay_stream(upstream, strip_usage=not wants_usage_chunk),
-                media_type="text/event-stream",
-                headers=RESPONSE_HEADERS,
-            )
+            return EventStreamResponse(call.relay_stream(upstream, strip_usage=not wants_usage_chunk))
         return await call.relay_whole(upstream)
 
     async def admit(
@@ -182,7 +178,7 @@ class Gateway:
         model: str,
         identity: Identity,
         started: float,
-    ) -> tuple[_Call, aiohttp.ClientResponse, dict[str, Any], bool] | Response:
+    ) -> tuple[_Call, UpstreamResponse, dict[str, Any], bool] | Response:
         """Send the request (as `prepare` writes it for each replica) to a healthy replica, trying the next one
         when a connection is refused. Returns the call, the upstream response (headers read), what was sent,
         and whether the client asked for the usage chunk; or a 503 when no replica answers."""
@@ -205,7 +201,7 @@ class Gateway:
             replica.outstanding += 1
             try:
                 upstream = await self._send(replica, path, outgoing)
-            except aiohttp.ClientConnectionError:
+            except UpstreamConnectError:
                 replica.outstanding -= 1
                 replica.mark_unhealthy()
                 self.metrics.upstream_errors.labels(replica.deployment, "connect").inc()
@@ -286,9 +282,8 @@ class Gateway:
             self.metrics.repairs.labels(kind).inc(count)
         return repaired
 
-    async def _send(self, replica: Replica, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        assert self.session is not None
-        return await self.session.post(replica.base_url + path, data=orjson.dumps(body), headers=replica.headers)
+    async def _send(self, replica: Replica, path: str, body: dict[str, Any]) -> UpstreamResponse:
+        return await self.pool.request(replica.origin, "POST", path, orjson.dumps(body))
 
 
 class _Call:
@@ -303,10 +298,10 @@ class _Call:
         self.first_token_at: float | None = None
         self.usage: dict[str, Any] = {}
 
-    async def relay_whole(self, upstream: aiohttp.ClientResponse) -> Response:
+    async def relay_whole(self, upstream: UpstreamResponse) -> Response:
         try:
             payload = await upstream.read()
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             self.finish(502)
             return error_response(502, f"engine {self.replica.deployment} failed mid-answer: {exc}")
         finally:
@@ -314,32 +309,35 @@ class _Call:
         if upstream.status == 200:
             self.usage = _usage_of(payload)
         self.finish(upstream.status)
-        content_type = upstream.headers.get("Content-Type", "application/json")
+        content_type = upstream.headers.get("content-type", "application/json")
         return Response(payload, status_code=upstream.status, media_type=content_type)
 
-    async def relay_stream(self, upstream: aiohttp.ClientResponse, *, strip_usage: bool) -> AsyncIterator[bytes]:
+    async def relay_stream(self, upstream: UpstreamResponse, *, strip_usage: bool) -> AsyncIterator[bytes]:
         status = 200
         splitter = EventSplitter()
         done = False
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
+                forwarded = []  # every event this read completed goes out in one write: nothing waits for more
                 for event in splitter.feed(chunk):
                     done = done or event.startswith(b"data: [DONE]")
-                    forwarded = self._inspect(event, strip_usage)
-                    if forwarded is not None:
-                        yield forwarded + b"\n\n"
+                    kept = self._inspect(event, strip_usage)
+                    if kept is not None:
+                        forwarded.append(kept + b"\n\n")
+                if forwarded:
+                    yield b"".join(forwarded)
             if not done:
                 status = 502
                 yield stream_error_event(f"engine {self.replica.deployment} ended the stream before [DONE]")
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, UpstreamError) as exc:
             status = 502
             self.gateway.metrics.upstream_errors.labels(self.replica.deployment, "stream").inc()
             yield stream_error_event(f"engine {self.replica.deployment} failed mid-stream: {type(exc).__name__}")
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             status = 499  # the client went away; closing the upstream below cancels the engine's work
             raise
         finally:
-            upstream.close()
+            upstream.release()  # reused when the stream ended; closed (the engine stops) if not
             self.finish(status)
 
     def _inspect(self, event: bytes, strip_usage: bool) -> bytes | None:
@@ -397,7 +395,6 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await gateway.open()
         # Everything built so far lives as long as the server: keep it out of the collector's full passes,
         # which otherwise freeze the event loop for tens of ms (p99 78 → 23 ms at 32 clients, benchmarks/).
         gc.collect()

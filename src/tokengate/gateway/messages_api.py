@@ -8,14 +8,14 @@ engine's `/tokenize`, so agents such as Claude Code compact the conversation ins
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from tokengate.gateway.anthropic import (
     TranslationError,
@@ -29,13 +29,14 @@ from tokengate.gateway.anthropic import (
 from tokengate.gateway.anthropic_stream import MessageStream, error_event, parse_chunk
 from tokengate.gateway.prefix_cache import preserve_prefix
 from tokengate.gateway.routing import Replica
-from tokengate.gateway.sse import RESPONSE_HEADERS, EventSplitter
+from tokengate.gateway.sse import EventSplitter, EventStreamResponse
+from tokengate.gateway.upstream import UpstreamError, UpstreamResponse, fetch
 
 if TYPE_CHECKING:
     from tokengate.gateway.app import Gateway, _Call
 
 CHAT_PATH = "/v1/chat/completions"
-TOKENIZE_TIMEOUT = aiohttp.ClientTimeout(total=30)
+TOKENIZE_TIMEOUT_SECONDS = 30.0
 
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -75,20 +76,16 @@ async def messages(gateway: Gateway, request: Request) -> Response:
     if upstream.status != 200:
         return await _relay_error(gateway, call, upstream, outgoing)
     if stream:
-        return StreamingResponse(
-            _relay_stream(call, upstream, MessageStream(model, stop_sequences)),
-            media_type="text/event-stream",
-            headers=RESPONSE_HEADERS,
-        )
+        return EventStreamResponse(_relay_stream(call, upstream, MessageStream(model, stop_sequences)))
     return await _relay_whole(call, upstream, model, stop_sequences)
 
 
 async def _relay_whole(
-    call: _Call, upstream: aiohttp.ClientResponse, model: str, stop_sequences: list[str] | None
+    call: _Call, upstream: UpstreamResponse, model: str, stop_sequences: list[str] | None
 ) -> Response:
     try:
         payload = await upstream.read()
-    except aiohttp.ClientError as exc:
+    except UpstreamError as exc:
         call.finish(502)
         return anthropic_error(502, f"engine {call.replica.deployment} failed mid-answer: {exc}")
     finally:
@@ -136,7 +133,6 @@ async def _tokenize(
     gateway: Gateway, replica: Replica, chat: dict[str, Any], model: str
 ) -> tuple[int, int | None] | str:
     """(prompt tokens, the engine's max_model_len) from vLLM's /tokenize, or why it could not be counted."""
-    assert gateway.session is not None
     request = {
         "model": replica.engine_model(model),
         "messages": chat["messages"],
@@ -144,27 +140,20 @@ async def _tokenize(
         **{name: chat[name] for name in ("tools", "chat_template_kwargs") if name in chat},
     }
     try:
-        async with gateway.session.post(
-            replica.base_url + "/tokenize",
-            data=orjson.dumps(request),
-            headers=replica.headers,
-            timeout=TOKENIZE_TIMEOUT,
-        ) as response:
-            payload = await response.read()
-            if response.status != 200:
-                return f"engine {replica.deployment} could not count tokens: {upstream_error_message(payload)}"
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        async with asyncio.timeout(TOKENIZE_TIMEOUT_SECONDS):
+            status, payload = await fetch(gateway.pool, replica.origin, "POST", "/tokenize", orjson.dumps(request))
+    except (TimeoutError, UpstreamError) as exc:
         return f"engine {replica.deployment} could not count tokens: {type(exc).__name__}"
+    if status != 200:
+        return f"engine {replica.deployment} could not count tokens: {upstream_error_message(payload)}"
     document = orjson.loads(payload)
     return int(document["count"]), document.get("max_model_len")
 
 
-async def _relay_error(
-    gateway: Gateway, call: _Call, upstream: aiohttp.ClientResponse, outgoing: dict[str, Any]
-) -> Response:
+async def _relay_error(gateway: Gateway, call: _Call, upstream: UpstreamResponse, outgoing: dict[str, Any]) -> Response:
     try:
         payload = await upstream.read()
-    except aiohttp.ClientError:
+    except UpstreamError:
         payload = b""
     finally:
         upstream.release()
@@ -192,27 +181,28 @@ async def _context_message(gateway: Gateway, replica: Replica, outgoing: dict[st
     )
 
 
-async def _relay_stream(
-    call: _Call, upstream: aiohttp.ClientResponse, translator: MessageStream
-) -> AsyncIterator[bytes]:
+async def _relay_stream(call: _Call, upstream: UpstreamResponse, translator: MessageStream) -> AsyncIterator[bytes]:
     status = 200
     splitter = EventSplitter()
     deployment = call.replica.deployment
     try:
-        async for data in upstream.content.iter_any():
+        async for data in upstream.chunks():
+            pieces = []  # the events of one read go out in one write
             for event in splitter.feed(data):
                 translated, failed = _translate(event, translator)
                 if call.first_token_at is None and b"content_block_delta" in translated:
                     call.first_token_at = time.perf_counter()
-                if translated:
-                    yield translated
+                pieces.append(translated)
                 if failed:
                     status = 502
+                    yield b"".join(pieces)
                     return
+            if any(pieces):
+                yield b"".join(pieces)
         if not translator.finished:
             status = 502
             yield error_event(502, f"engine {deployment} ended the stream before it was complete")
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, UpstreamError) as exc:
         status = 502
         call.gateway.metrics.upstream_errors.labels(deployment, "stream").inc()
         yield error_event(502, f"engine {deployment} failed mid-stream: {type(exc).__name__}")
@@ -220,7 +210,7 @@ async def _relay_stream(
         status = 499  # the client went away (cancelled); closing the upstream below cancels the engine's work
         raise
     finally:
-        upstream.close()
+        upstream.release()  # reused when the stream ended; closed (the engine stops) if not
         call.usage = translator.usage
         call.finish(status)
 

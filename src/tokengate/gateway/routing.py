@@ -10,6 +10,7 @@ from tokengate.errors import TokengateError
 from tokengate.fleet.loader import resolve_secret
 from tokengate.fleet.schema import Deployment, Fleet
 from tokengate.gateway.repairs import RepairKind, repairs_for
+from tokengate.gateway.upstream import Origin
 from tokengate.models import load_model_spec
 from tokengate.plan.checks import NAME_FAMILIES
 
@@ -34,12 +35,12 @@ class Replica:
         return self.passes_health and now >= self.unhealthy_until
 
     @cached_property
-    def headers(self) -> dict[str, str]:
-        """What every request to this engine carries: the body type, and its API key (never the client's)."""
+    def origin(self) -> Origin:
+        """Where requests go, with what each carries: the body type, and the engine's API key (never the client's)."""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
+        return Origin(self.base_url, headers)
 
     def engine_model(self, requested: str) -> str:
         """The model name to send the engine: a gateway route's alias becomes the engine's own served name."""

@@ -1,0 +1,259 @@
+"""The gateway's engine client against a scripted HTTP/1.1 server: reuse, framing, failures, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tokengate.gateway.upstream import (
+    PAUSE_ABOVE_BYTES,
+    Origin,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    fetch,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A loopback server whose connections are handled by a test's script; counts connections and requests."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def origin(self) -> Origin:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return Origin(f"http://127.0.0.1:{port}", {"Authorization": "Bearer engine-key"})
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
+    return head + await reader.readexactly(length)
+
+
+def answer(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        status.encode(),
+        len(body),
+        extra,
+        body,
+    )
+
+
+def run(coroutine: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(coroutine, 10))  # type: ignore[arg-type]
+
+
+def keep_alive_server(body: bytes = b'{"ok":true}') -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            server_requests.append(request)
+            writer.write(answer(body))
+            await writer.drain()
+
+    server_requests: list[bytes] = []
+    handle.requests = server_requests  # type: ignore[attr-defined]
+    return handle
+
+
+def test_requests_reuse_one_keep_alive_connection_and_carry_the_engine_headers() -> None:
+    async def main() -> None:
+        handler = keep_alive_server()
+        server = Server(handler)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        pool = UpstreamPool()
+        for _ in range(3):
+            status, payload = await fetch(pool, server.origin, "POST", "/v1/chat/completions", b'{"a":1}')
+            assert (status, payload) == (200, b'{"ok":true}')
+        assert server.connections == 1
+        sent = handler.requests  # type: ignore[attr-defined]
+        assert len(sent) == 3
+        assert sent[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        assert b"Authorization: Bearer engine-key\r\n" in sent[0] and sent[0].endswith(b'\r\n\r\n{"a":1}')
+        await pool.close()
+        server.server.close()
+
+    run(main())
+
+
+def test_a_chunked_stream_arrives_piece_by_piece_and_the_connection_is_reused() -> None:
+    pieces = [b"data: one\n\n", b"data: two\n\n", b"data: [DONE]\n\n"]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in pieces:
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+
+    async def main() -> None:
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        pool = UpstreamPool()
+        for _ in range(2):
+            response = await pool.request(server.origin, "POST", "/v1/chat/completions", b"{}")
+            assert response.headers["content-type"] == "text/event-stream"
+            received = [chunk async for chunk in response.chunks()]
+            response.release()
+            assert b"".join(received) == b"".join(pieces)
+            assert len(received) >= 2  # delivered as it came, not buffered to the end
+        assert server.connections == 1
+        await pool.close()
+        server.server.close()
+
+    run(main())
+
+
+def test_closing_a_stream_early_closes_its_connection_so_the_engine_stops() -> None:
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await reader.read()  # returns b"" when the client closes
+        closed.set()
+
+    async def main() -> None:
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        pool = UpstreamPool()
+        response = await pool.request(server.origin, "POST", "/v1/chat/completions", b"{}")
+        async for chunk in response.chunks():
+            assert chunk == b"first"
+            break
+        response.close()
+        await asyncio.wait_for(closed.wait(), 5)
+        await pool.close()
+        server.server.close()
+
+    run(main())
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(UpstreamConnectError, match="cannot connect"):
+            await UpstreamPool().request(Origin(f"http://127.0.0.1:{port}"), "GET", "/health")
+
+    run(main())
+
+
+def test_an_engine_that_dies_mid_body_raises_instead_of_ending_quietly() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        writer.transport.abort()
+
+    async def main() -> None:
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        response = await UpstreamPool().request(server.origin, "POST", "/v1/chat/completions", b"{}")
+        with pytest.raises(UpstreamError, match="closed the connection"):
+            async for _ in response.chunks():
+                pass
+        server.server.close()
+
+    run(main())
+
+
+def test_an_engine_that_closes_before_answering_a_new_connection_is_not_retried() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.transport.abort()
+
+    async def main() -> None:
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        with pytest.raises(UpstreamConnectError):
+            await UpstreamPool().request(server.origin, "POST", "/v1/chat/completions", b"{}")
+        assert server.connections == 1
+        server.server.close()
+
+    run(main())
+
+
+def test_an_idle_connection_the_engine_closed_is_replaced_without_failing_the_request() -> None:
+    """The keep-alive race: the engine closes an idle connection as a request is written on it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        if server.connections == 1:
+            await read_request(reader)  # the second request arrives on the old connection...
+            writer.transport.abort()  # ...and the engine had decided to close it: no answer
+            return
+        while True:
+            await read_request(reader)
+            writer.write(answer(b"{}"))
+            await writer.drain()
+
+    async def main() -> None:
+        nonlocal server
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        pool = UpstreamPool()
+        assert (await fetch(pool, server.origin, "POST", "/x", b"{}"))[0] == 200
+        assert (await fetch(pool, server.origin, "POST", "/x", b"{}"))[0] == 200
+        assert server.connections == 2
+        await pool.close()
+        server.server.close()
+
+    server: Server
+    run(main())
+
+
+def test_a_slow_reader_pauses_the_engine_connection_until_it_catches_up() -> None:
+    body = b"x" * (4 * PAUSE_ABOVE_BYTES)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(body))
+        await writer.drain()
+
+    async def main() -> None:
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        response = await UpstreamPool().request(server.origin, "GET", "/big")
+        await asyncio.sleep(0.3)  # the engine writes everything it can; the client reads nothing yet
+        buffered = response._buffered
+        assert PAUSE_ABOVE_BYTES < buffered < len(body)  # reading stopped just past the limit, not at the end
+        assert b"".join([chunk async for chunk in response.chunks()]) == body
+        server.server.close()
+
+    run(main())
+
+
+def test_an_origin_refuses_anything_but_plain_http() -> None:
+    with pytest.raises(ValueError, match="plain http"):
+        Origin("https://engine:8000")
