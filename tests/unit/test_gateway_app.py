@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from tokengate.gateway.app import GatewaySettings, create_app
 from tokengate.gateway.auth import Identity
@@ -344,3 +345,18 @@ def test_events_are_cut_wherever_the_engine_bytes_break() -> None:
     assert splitter.feed(b'data: {"a"') == []
     assert splitter.feed(b":1}\n\ndata: [DO") == [b'data: {"a":1}']
     assert splitter.feed(b"NE]\n\n\n\n") == [b"data: [DONE]", b""]
+
+
+def test_an_unexpected_failure_is_still_an_api_shaped_500_in_each_api() -> None:
+    def broken_lookup(_plaintext: str) -> None:
+        raise RuntimeError("the key store is gone")
+
+    app = create_app(GatewaySettings(router=Router(), lookup_key=broken_lookup))
+    client = TestClient(app, raise_server_exceptions=False)
+    headers = {"Authorization": "Bearer any"}
+    openai = client.post("/v1/chat/completions", json={"model": "m", "messages": []}, headers=headers)
+    assert openai.status_code == 500
+    assert openai.json()["error"]["message"] == "the gateway failed on this request; its log says why"
+    anthropic = client.post("/v1/messages", json={"model": "m", "messages": [], "max_tokens": 1}, headers=headers)
+    assert anthropic.status_code == 500
+    assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "api_error"
