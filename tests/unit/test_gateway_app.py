@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -79,6 +80,13 @@ class Upstream:
         if (body.get("stream_options") or {}).get("include_usage"):
             yield b'data: {"choices":[],"usage":' + json.dumps(USAGE).encode() + b"}\n\n"
         yield b"data: [DONE]\n\n"
+
+
+def stream_chat(base: str, model: str) -> contextlib.AbstractContextManager[httpx.Response]:
+    return httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json=chat(model, stream=True),
+        headers={"Authorization": "Bearer good"}, timeout=10,
+    )  # fmt: skip
 
 
 def serve_in_thread(app: Any, port: int) -> Iterator[None]:
@@ -236,10 +244,7 @@ def test_streaming_relays_events_and_hides_the_usage_chunk_it_added(
 ) -> None:
     base, rows = gateway
     stub, _ = upstream
-    with httpx.stream(
-        "POST", f"{base}/v1/chat/completions", json=chat("qwen", stream=True),
-        headers={"Authorization": "Bearer good"}, timeout=10,
-    ) as response:  # fmt: skip
+    with stream_chat(base, "qwen") as response:
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert stub.received[-1]["stream_options"] == {"include_usage": True}  # asked upstream for the ledger
     assert events[-1] == "data: [DONE]"
@@ -250,10 +255,7 @@ def test_streaming_relays_events_and_hides_the_usage_chunk_it_added(
 
 def test_an_upstream_dying_mid_stream_ends_with_an_error_event(gateway: tuple[str, list[UsageRow]]) -> None:
     base, rows = gateway
-    with httpx.stream(
-        "POST", f"{base}/v1/chat/completions", json=chat("dies", stream=True),
-        headers={"Authorization": "Bearer good"}, timeout=10,
-    ) as response:  # fmt: skip
+    with stream_chat(base, "dies") as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert '"hel"' in events[1]
@@ -286,10 +288,7 @@ def test_a_client_that_disconnects_cancels_the_upstream_request(
 ) -> None:
     base, _ = gateway
     stub, _ = upstream
-    with httpx.stream(
-        "POST", f"{base}/v1/chat/completions", json=chat("slow", stream=True),
-        headers={"Authorization": "Bearer good"}, timeout=10,
-    ) as response:  # fmt: skip
+    with stream_chat(base, "slow") as response:
         for index, _line in enumerate(response.iter_lines()):
             if index == 3:
                 break  # leaving the block closes the connection mid-stream
@@ -302,10 +301,7 @@ def test_a_client_that_leaves_while_the_engine_is_silent_cancels_it_and_is_recor
 ) -> None:
     base, rows = gateway
     stub, _ = upstream
-    with httpx.stream(
-        "POST", f"{base}/v1/chat/completions", json=chat("quiet", stream=True),
-        headers={"Authorization": "Bearer good"}, timeout=10,
-    ) as response:  # fmt: skip
+    with stream_chat(base, "quiet") as response:
         assert response.status_code == 200
         next(response.iter_lines())  # the role chunk; then the engine says nothing, and the client leaves
     assert stub.quiet_stream_cancelled.wait(timeout=20)  # a bound, not a measurement
@@ -321,10 +317,7 @@ def test_finished_streams_leave_their_engine_connection_open_for_the_next_reques
     base, _ = gateway
     stub, _ = upstream
     for _ in range(3):
-        with httpx.stream(
-            "POST", f"{base}/v1/chat/completions", json=chat("qwen", stream=True),
-            headers={"Authorization": "Bearer good"}, timeout=10,
-        ) as response:  # fmt: skip
+        with stream_chat(base, "qwen") as response:
             assert response.read().rstrip().endswith(b"data: [DONE]")
     assert len(set(stub.client_ports[-3:])) == 1
 
