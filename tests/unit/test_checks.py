@@ -10,7 +10,7 @@ from tokengate.plan.checks import check_deployment
 from tokengate.plan.findings import Finding, Severity
 from tokengate.plan.planner import Deployment
 
-QWEN3_OK = "--tool-call-parser hermes --enable-auto-tool-choice --reasoning-parser qwen3"
+QWEN3_OK = "--tool-call-parser hermes --enable-auto-tool-choice --reasoning-parser qwen3 --enable-prompt-tokens-details"
 
 
 def findings(model: str, gpu: str, args: str, *, gpus: int | None = None, version: str = "0.32.0") -> list[Finding]:
@@ -31,6 +31,19 @@ def codes(model: str, gpu: str, args: str, **kwargs: object) -> set[str]:
 
 def test_a_good_qwen3_deployment_has_no_findings() -> None:
     assert findings("Qwen/Qwen3-8B", "h100-sxm", QWEN3_OK + " --max-model-len 32768") == []
+
+
+def test_unreported_cached_tokens_are_pointed_out_only_where_prefix_caching_runs() -> None:
+    without = QWEN3_OK.replace(" --enable-prompt-tokens-details", "") + " --max-model-len 32768"
+    (finding,) = findings("Qwen/Qwen3-8B", "h100-sxm", without)
+    assert (finding.code, finding.severity, finding.fix) == (
+        "cached-tokens-unreported",
+        Severity.INFO,
+        "--enable-prompt-tokens-details",
+    )
+    assert findings("Qwen/Qwen3-8B", "h100-sxm", without + " --no-enable-prefix-caching") == []
+    disabled = without + " --no-enable-prompt-tokens-details"
+    assert [f.code for f in findings("Qwen/Qwen3-8B", "h100-sxm", disabled)] == ["cached-tokens-unreported"]
 
 
 @pytest.mark.parametrize(
@@ -177,7 +190,7 @@ def test_seed_000_devstral_on_two_3090s() -> None:
         "--gpu-memory-utilization 0.94 --host 0.0.0.0 --port 8000",
     )  # fmt: skip
     # It runs: FP8 weights on Ampere are W8A16, and mistral_common should tokenize.
-    assert found == {"fp8-no-hardware", "mistral-tokenizer"}
+    assert found == {"fp8-no-hardware", "mistral-tokenizer", "cached-tokens-unreported"}
 
 
 def test_seed_001_medium_qwen3_32b_awq() -> None:
@@ -190,7 +203,7 @@ def test_seed_001_medium_qwen3_32b_awq() -> None:
         "--swap-space 16 --port 5002",
     )  # fmt: skip
     # The "100% optimal" report kept --swap-space and --rope-scaling (both gone) and forced YaRN on every prompt.
-    assert found == {"removed-flag", "yarn-static"}
+    assert found == {"removed-flag", "yarn-static", "cached-tokens-unreported"}
 
 
 def test_seed_002_devstral_on_gb10_first_attempt() -> None:
@@ -209,7 +222,7 @@ def test_seed_002_devstral_on_gb10_final() -> None:
         "--max-model-len 65536 --gpu-memory-utilization 0.85 --enforce-eager --tool-call-parser mistral "
         "--enable-auto-tool-choice --tokenizer-mode mistral",
     )  # fmt: skip
-    assert found == set()
+    assert found == {"cached-tokens-unreported"}  # the only remark left: an INFO, the deployment runs as is
 
 
 def test_seed_004_micro_serves_qwen2_as_qwen3() -> None:
@@ -239,7 +252,7 @@ def test_seed_004_mini_and_medium() -> None:
         """--rope-scaling='{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":32768}' """
         "--enable-reasoning --reasoning-parser qwen3 --enable-auto-tool-choice --tool-call-parser hermes",
     )  # fmt: skip
-    assert medium == {"yarn-factor", "removed-flag"}
+    assert medium == {"yarn-factor", "removed-flag", "cached-tokens-unreported"}
 
 
 def test_gptq_and_bf16_on_older_hardware() -> None:

@@ -73,7 +73,10 @@ def test_check_exits_1_on_errors_and_0_when_clean() -> None:
     bad = runner.invoke(app, ["check", "--model", "Qwen/Qwen3-8B", "--vllm-args", "--swap-space 4", "--json"])
     assert bad.exit_code == 1
     assert "removed-flag" in {f["code"] for f in json.loads(bad.stdout)["findings"]}
-    good_args = "--tool-call-parser hermes --enable-auto-tool-choice --reasoning-parser qwen3 --max-model-len 32768"
+    good_args = (
+        "--tool-call-parser hermes --enable-auto-tool-choice --reasoning-parser qwen3 --max-model-len 32768 "
+        "--enable-prompt-tokens-details"
+    )
     good = runner.invoke(app, ["check", "--model", "Qwen/Qwen3-8B", "--vllm-args", good_args])
     assert good.exit_code == 0, good.output
     assert "No findings" in good.output

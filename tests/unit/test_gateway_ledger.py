@@ -215,3 +215,14 @@ def test_parse_since() -> None:
     assert usage_cli.parse_since("2d", NOW) == NOW - 2 * DAY_SECONDS
     assert usage_cli.parse_since("3h", NOW) == NOW - 3 * 3600
     assert usage_cli.parse_since("15m", NOW) == NOW - 900
+
+
+def test_cached_tokens_no_engine_reported_are_unknown_not_zero(tmp_path: Path) -> None:
+    """vLLM without --enable-prompt-tokens-details reports no cached counts: the summary must not claim 0 hits."""
+    ledger = _ledger(tmp_path / "gateway.sqlite3")
+    ledger.record(_row(model="plain", cached_tokens=None))
+    ledger.record(_row(model="detailed", cached_tokens=0))
+    by_model = {s.group: s for s in ledger.usage(by="model")}
+    assert by_model["plain"].cached_tokens is None
+    assert by_model["detailed"].cached_tokens == 0
+    ledger.close()

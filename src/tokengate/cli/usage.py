@@ -55,6 +55,12 @@ def usage(
         console.print(f"No requests in the ledger {'at all' if start is None else f'in the last {since}'}.")
     else:
         console.print(_table(summaries, by))
+        if any(s.cached_tokens is None for s in summaries):
+            console.print(
+                "cached n/a: the engine did not report cached prompt tokens; start vLLM with "
+                "--enable-prompt-tokens-details (engine_args: enable-prompt-tokens-details: true)",
+                highlight=False,
+            )
 
 
 def _table(summaries: list[UsageSummary], by: GroupBy) -> Table:
@@ -62,7 +68,7 @@ def _table(summaries: list[UsageSummary], by: GroupBy) -> Table:
     for s in summaries:
         table.add_row(
             s.group if s.group is not None else "(no key)", f"{s.requests:,}", f"{s.prompt_tokens:,}",
-            f"{s.cached_tokens:,}", f"{s.completion_tokens:,}",
+            "n/a" if s.cached_tokens is None else f"{s.cached_tokens:,}", f"{s.completion_tokens:,}",
             f"[red]{s.errors:,}[/]" if s.errors else "0", f"{s.p50_latency_ms:,.0f} ms",
         )  # fmt: skip
     return table

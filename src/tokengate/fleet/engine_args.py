@@ -15,6 +15,7 @@ BOOLEAN_FLAGS = frozenset({
     "enable_auto_tool_choice", "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager",
     "trust_remote_code", "enable_reasoning", "disable_log_requests", "enable_log_requests",
     "disable_log_stats", "use_v2_block_manager", "language_model_only", "enable_expert_parallel",
+    "enable_prompt_tokens_details",
 })  # fmt: skip
 # vLLM's single-dash short forms.
 SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-dp": "--data-parallel-size",

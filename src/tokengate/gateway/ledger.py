@@ -76,7 +76,7 @@ class UsageSummary(BaseModel):
     group: str | None
     requests: int
     prompt_tokens: int
-    cached_tokens: int
+    cached_tokens: int | None  # None: the engine reported no cached counts (vLLM: --enable-prompt-tokens-details)
     completion_tokens: int
     errors: int
     p50_latency_ms: float
@@ -180,7 +180,7 @@ class Ledger:
         where, parameters = ("WHERE time >= ?", (since,)) if since is not None else ("WHERE 1", ())
         with connect(self.path) as connection:
             groups = connection.execute(
-                f"SELECT {column}, COUNT(*), SUM(prompt_tokens), COALESCE(SUM(cached_tokens), 0), "
+                f"SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(cached_tokens), "
                 f"SUM(completion_tokens), SUM(status >= 400) FROM usage {where} GROUP BY {column} "
                 f"ORDER BY SUM(prompt_tokens + completion_tokens) DESC, {column}",
                 parameters,

@@ -115,6 +115,23 @@ def tool_and_reasoning_parsers(deployment: Deployment, plan: Plan) -> list[Findi
     return findings
 
 
+@rule
+def cached_tokens_reported(deployment: Deployment, plan: Plan) -> list[Finding]:
+    """Prefix caching saves work the client never hears about unless vLLM puts cached tokens in `usage`."""
+    engine = deployment.engine
+    if engine.enable_prefix_caching is False or engine.passthrough.get("enable_prompt_tokens_details") is True:
+        return []
+    return [
+        Finding(
+            code="cached-tokens-unreported",
+            severity=Severity.INFO,
+            message="vLLM leaves cached prompt tokens out of `usage` without --enable-prompt-tokens-details: the "
+            "gateway's ledger, Anthropic's cache_read_input_tokens and bench's per-request cached ratio stay empty",
+            fix="--enable-prompt-tokens-details",
+        )
+    ]
+
+
 def _reasoning_parser_findings(family: str, expected: str | None, given: str | None) -> list[Finding]:
     if expected and given != expected:
         return [
