@@ -353,3 +353,22 @@ def test_an_unexpected_failure_is_still_an_api_shaped_500_in_each_api() -> None:
     anthropic = client.post("/v1/messages", json={"model": "m", "messages": [], "max_tokens": 1}, headers=headers)
     assert anthropic.status_code == 500
     assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "api_error"
+
+
+def test_an_engine_that_fails_between_the_request_and_its_answer_is_a_502_naming_it() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def half_answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-")  # then the engine process dies
+        listener.close()
+
+    threading.Thread(target=half_answer, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    replica = Replica(deployment="flaky", base_url=url, family="qwen3", repairs=())
+    app = create_app(GatewaySettings(router=Router(routes={"m": [replica]}), auth_required=False))
+    response = TestClient(app).post("/v1/chat/completions", json={"model": "m", "messages": []})
+    assert response.status_code == 502
+    assert response.json()["error"]["message"].startswith("engine flaky failed before answering")

@@ -210,6 +210,12 @@ class Gateway:
                 replica.mark_unhealthy()
                 self.metrics.upstream_errors.labels(replica.deployment, "connect").inc()
                 continue
+            except UpstreamError as exc:  # the engine took the request, then failed before its answer began
+                replica.outstanding -= 1
+                self.in_flight[identity.name] -= 1
+                self.metrics.upstream_errors.labels(replica.deployment, "answer").inc()
+                self.metrics.requests.labels(model, "502").inc()
+                return error_response(502, f"engine {replica.deployment} failed before answering: {exc}")
             except BaseException:
                 replica.outstanding -= 1
                 self.in_flight[identity.name] -= 1
