@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
+import trustme
 
 from tokengate.gateway.upstream import (
     PAUSE_ABOVE_BYTES,
@@ -254,6 +256,28 @@ def test_a_slow_reader_pauses_the_engine_connection_until_it_catches_up() -> Non
     run(main())
 
 
-def test_an_origin_refuses_anything_but_plain_http() -> None:
-    with pytest.raises(ValueError, match="plain http"):
-        Origin("https://engine:8000")
+def test_an_origin_is_http_or_https() -> None:
+    assert (Origin("https://engine").port, Origin("https://engine").tls) == (443, True)
+    assert (Origin("http://engine/v1/").port, Origin("http://engine/v1/").prefix) == (80, "/v1")
+    with pytest.raises(ValueError, match="http://host:port or https://host:port"):
+        Origin("ftp://engine:8000")
+
+
+def test_an_https_engine_is_reached_over_tls_and_its_certificate_is_checked() -> None:
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+
+    async def main() -> None:
+        server = Server(keep_alive_server())
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=server_tls)
+        port = server.server.sockets[0].getsockname()[1]
+        origin = Origin(f"https://127.0.0.1:{port}")
+        assert await fetch(UpstreamPool(tls=trusting), origin, "GET", "/health") == (200, b'{"ok":true}')
+        with pytest.raises(UpstreamConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await UpstreamPool().request(origin, "GET", "/health")  # the system's CAs do not know this one
+        server.server.close()
+
+    run(main())

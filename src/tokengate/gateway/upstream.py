@@ -1,7 +1,7 @@
-"""The gateway's HTTP/1.1 client for engines: pooled keep-alive connections, parsed by httptools.
+"""The gateway's HTTP/1.1 client for engines: pooled keep-alive connections, parsed by httptools, TLS for https.
 
 Why not aiohttp's client: it was half of the gateway's CPU per proxied request (benchmarks/gateway_overhead.py,
-py-spy), for features an engine on a known host does not need (cookies, redirects, proxies, TLS, decompression).
+py-spy), for features an engine on a known host does not need (cookies, redirects, proxies, decompression).
 This client does one thing: send a request on an idle connection to the replica (or a new one) and hand back the
 status, headers and body as it arrives, with back-pressure. Closing a response before its end closes the
 connection, which is how vLLM learns that a client went away and stops generating.
@@ -10,6 +10,7 @@ connection, which is how vLLM learns that a client went away and stops generatin
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -34,14 +35,16 @@ class UpstreamConnectError(UpstreamError):
 
 
 class Origin:
-    """Where one engine listens, and the request head bytes that never change for it."""
+    """Where one engine listens (http, or https for an external engine behind TLS), and the request head bytes
+    that never change for it."""
 
     def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"engines are reached over plain http://host:port, not {base_url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an engine URL is http://host:port or https://host:port, not {base_url!r}")
+        self.tls = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if self.tls else 80)
         self.prefix = parts.path.rstrip("/")
         lines = [f"Host: {self.host}:{self.port}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -257,8 +260,9 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections per engine, and new ones as needed (no cap: the engines queue requests)."""
 
-    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, tls: ssl.SSLContext | None = None) -> None:
         self.connect_timeout = connect_timeout
+        self._tls = tls  # for https engines; the system's trusted CAs unless given
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
 
@@ -297,12 +301,15 @@ class UpstreamPool:
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
         key = (origin.host, origin.port)
+        tls = None
+        if origin.tls:
+            self._tls = tls = self._tls or ssl.create_default_context()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _transport, connection = await loop.create_connection(
-                    lambda: _Connection(self, key), origin.host, origin.port
+                    lambda: _Connection(self, key), origin.host, origin.port, ssl=tls
                 )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError (a certificate refused) is an OSError
             raise UpstreamConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc or 'timed out'}") from None
         self._open.add(connection)
         return connection
