@@ -247,7 +247,11 @@ def test_a_slow_reader_pauses_the_engine_connection_until_it_catches_up() -> Non
         server = Server(handle)
         server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
         response = await UpstreamPool().request(server.origin, "GET", "/big")
-        await asyncio.sleep(0.3)  # the engine writes everything it can; the client reads nothing yet
+        for _ in range(100):  # the engine writes everything it can; the client reads nothing yet
+            await asyncio.sleep(0.05)
+            if response._buffered > PAUSE_ABOVE_BYTES:
+                break
+        await asyncio.sleep(0.2)  # had reading not paused, more would arrive now
         buffered = response._buffered
         assert PAUSE_ABOVE_BYTES < buffered < len(body)  # reading stopped just past the limit, not at the end
         assert b"".join([chunk async for chunk in response.chunks()]) == body
