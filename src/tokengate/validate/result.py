@@ -72,20 +72,23 @@ class ValidationReport(BaseModel):
     def results(self) -> list[CheckResult]:
         return [result for report in self.targets for result in report.results]
 
+    def count(self, status: Status) -> int:
+        return sum(report.count(status) for report in self.targets)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def passed(self) -> int:
-        return sum(result.status is Status.PASS for result in self.results)
+        return self.count(Status.PASS)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def failed(self) -> int:
-        return sum(result.status is Status.FAIL for result in self.results)
+        return self.count(Status.FAIL)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def skipped(self) -> int:
-        return sum(result.status is Status.SKIP for result in self.results)
+        return self.count(Status.SKIP)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
