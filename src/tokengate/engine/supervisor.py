@@ -248,14 +248,19 @@ def _port_taken(host: str, port: int) -> bool:
     return False
 
 
-def _spawn(deployment: Deployment, state: StateDir) -> ProcessGroup:
+def engine_env(deployment: Deployment) -> dict[str, str]:
+    """The environment a deployment's vLLM runs with: ours, its `env:`, its GPUs and its API key."""
     env = {**os.environ, **deployment.env}
     if deployment.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, deployment.gpus))
     key = resolve_secret(deployment.api_key)
     if key is not None:
         env["VLLM_API_KEY"] = key
-    return spawn_recorded(deployment.name, vllm_argv(deployment), env, deployment.base_url, state)
+    return env
+
+
+def _spawn(deployment: Deployment, state: StateDir) -> ProcessGroup:
+    return spawn_recorded(deployment.name, vllm_argv(deployment), engine_env(deployment), deployment.base_url, state)
 
 
 def spawn_recorded(name: str, argv: list[str], env: dict[str, str], url: str, state: StateDir) -> ProcessGroup:

@@ -10,7 +10,6 @@ measurement is ever taken against a dead server.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -24,7 +23,7 @@ from pydantic import BaseModel, Field
 from tokengate.bench.client import timed_chat
 from tokengate.bench.server_metrics import EngineMetrics, scrape_metrics
 from tokengate.engine.diagnosis import Reason, diagnose
-from tokengate.engine.supervisor import check_health
+from tokengate.engine.supervisor import check_health, engine_env
 from tokengate.errors import EngineRequestError, TokengateError
 from tokengate.fleet.loader import resolve_secret
 from tokengate.fleet.schema import Deployment
@@ -168,12 +167,8 @@ def _launch(deployment: Deployment, log_path: Path, journal: TrialJournal) -> tu
     port = free_port()
     trial_deployment = deployment.model_copy(update={"port": port, "host": "127.0.0.1"})
     argv = vllm_argv(trial_deployment)
-    env = {**os.environ, **deployment.env}
-    if deployment.gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, deployment.gpus))
-    api_key = resolve_secret(deployment.api_key)
-    if api_key is not None:
-        env["VLLM_API_KEY"] = api_key
+    env = engine_env(deployment)
+    api_key = resolve_secret(deployment.api_key)  # what the trial's own requests present
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")  # one log per launch
     process = ProcessGroup.start(argv, log_path=log_path, env=env)
