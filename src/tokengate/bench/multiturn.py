@@ -83,10 +83,6 @@ class _Multiturn:
     system_prompt: str = ""
 
     @property
-    def seed(self) -> int:
-        return self.config.seed
-
-    @property
     def metrics_interval_s(self) -> float:
         return self.config.metrics_interval_s
 
@@ -124,7 +120,7 @@ class _Multiturn:
         await asyncio.gather(*(self._run_session(ctx, session) for session in sessions))
 
     def _new_session(self, index: int) -> _Session:
-        session = _Session(index=index, rng=random.Random(f"{self.seed}:{self.salt}:session{index}"))
+        session = _Session(index=index, rng=random.Random(f"{self.config.seed}:{self.salt}:session{index}"))
         if self.system_prompt:
             session.messages.append({"role": "system", "content": self.system_prompt})
         return session

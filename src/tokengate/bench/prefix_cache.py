@@ -162,10 +162,6 @@ class _PrefixCache:
     slo: None = None
 
     @property
-    def seed(self) -> int:
-        return self.config.seed
-
-    @property
     def metrics_interval_s(self) -> float:
         return self.config.metrics_interval_s
 

@@ -18,8 +18,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from tokengate import __version__
 from tokengate.bench.aggregate import Slo, latency_summaries, measured_window, throughput_scalars
 from tokengate.bench.client import BenchClient, ServerInfo, Streamed
@@ -28,6 +26,7 @@ from tokengate.bench.records import RequestRecord
 from tokengate.bench.run import BenchRun
 from tokengate.bench.server_metrics import EngineMetrics, ServerDeltas, server_deltas
 from tokengate.bench.target import BenchTarget
+from tokengate.bench.workload import WorkloadConfig
 
 Progress = Callable[[int, int], None]
 STOP_POLL_SECONDS = 0.05
@@ -139,11 +138,12 @@ class RunContext:
 
 class Workload(Protocol):
     name: str
-    config: BaseModel
     slo: Slo | None
     metrics_interval_s: float
     salt: str
-    seed: int
+
+    @property
+    def config(self) -> WorkloadConfig: ...
 
     def total_requests(self) -> int: ...
     async def prepare(self, ctx: RunContext) -> None: ...
@@ -178,7 +178,7 @@ async def _main(
 ) -> None:
     async with BenchClient(target) as client:
         info = await client.server_info()
-        prompts = PromptFactory(salt=workload.salt, seed=workload.seed)
+        prompts = PromptFactory(salt=workload.salt, seed=workload.config.seed)
         ctx = RunContext(client=client, info=info, prompts=prompts, total=workload.total_requests())
         ctx.on_progress = on_progress
         state.ctx = ctx

@@ -78,10 +78,6 @@ class _Sweep:
     levels: list[SweepLevel] = field(default_factory=list)
 
     @property
-    def seed(self) -> int:
-        return self.config.seed
-
-    @property
     def slo(self) -> Slo:
         return Slo(ttft_ms=self.config.slo_ttft_ms, tpot_ms=self.config.slo_tpot_ms)
 
@@ -155,7 +151,7 @@ class _Sweep:
         await asyncio.gather(*(client() for _ in range(clients)))
 
     async def _poisson(self, ctx: RunContext, level: int, texts: list[str], rate: float) -> None:
-        rng = random.Random(f"{self.seed}:{self.salt}:arrivals{level}")
+        rng = random.Random(f"{self.config.seed}:{self.salt}:arrivals{level}")
         tasks = []
         for text in texts:
             tasks.append(asyncio.create_task(ctx.send(self.path, self._body(text), level=level)))
