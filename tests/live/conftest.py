@@ -61,10 +61,13 @@ def tiny_servers(
     servers: dict[Family, VllmServer] = {}
     try:
         for family in (Family.QWEN3, Family.MISTRAL):  # launched together, so they boot in parallel
+            # Mistral reports cached prompt tokens in `usage` (what the ledger and Anthropic's
+            # cache_read_input_tokens read); qwen3 does not, so bench's engine-counter path is proven too.
+            details = ["--enable-prompt-tokens-details"] if family is Family.MISTRAL else []
             config = VllmServerConfig(
                 model=_create_with_cli(tmp / f"tiny-{family}", family),
                 served_model_name=f"tiny-{family}",
-                extra_args=serve_args_for(family),
+                extra_args=[*serve_args_for(family), *details],
                 log_path=tmp / f"vllm-{family}.log",
             )
             servers[family] = launch_vllm_server(config)

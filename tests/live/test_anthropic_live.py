@@ -257,3 +257,44 @@ def _ledger_rows(database: Path, model: str) -> list[tuple[Any, ...]]:
         return connection.execute(
             "SELECT key_name, completion_tokens, status FROM usage WHERE model = ? ORDER BY rowid", (model,)
         ).fetchall()
+
+
+def test_thinking_never_reaches_a_mistral_engine_as_a_template_switch(
+    gateway: tuple[RunningGateway, str], mistral_server: VllmServer
+) -> None:
+    """The mistral tokenizer refuses chat-template kwargs; an agent that asks for thinking must still get answers."""
+    direct = httpx.post(f"{mistral_server.openai_base_url}/chat/completions", timeout=60, json={
+        "model": mistral_server.model_name, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}],
+        "chat_template_kwargs": {"enable_thinking": True},
+    })  # fmt: skip
+    assert direct.status_code == 400, direct.text  # what the gateway would cause if it sent the switch
+    for thinking in ({"type": "enabled", "budget_tokens": 1024}, {"type": "disabled"}):
+        answer = sdk(gateway).messages.create(
+            model=mistral_server.model_name, max_tokens=3, messages=[{"role": "user", "content": "hi"}],
+            thinking=thinking,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert answer.stop_reason == "max_tokens" and answer.usage.output_tokens == 3
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["sync", "stream"])
+def test_a_repeated_prompt_reports_cache_reads_from_the_engine(
+    gateway: tuple[RunningGateway, str], mistral_server: VllmServer, streaming: bool
+) -> None:
+    """The mistral session server runs with --enable-prompt-tokens-details: its cached tokens become
+    `cache_read_input_tokens`, and `input_tokens` keeps only the part the engine computed."""
+    client = sdk(gateway)
+    text = f"Session {secrets.token_hex(8)}. " + " ".join(f"Rule {n}: be brief and exact." for n in range(60))
+    request: dict[str, Any] = {"model": mistral_server.model_name, "max_tokens": 2, "system": text,
+                               "messages": [{"role": "user", "content": "ok?"}]}  # fmt: skip
+
+    def usage() -> anthropic.types.Usage:
+        if not streaming:
+            return client.messages.create(**request).usage
+        with client.messages.stream(**request) as stream:
+            return stream.get_final_message().usage
+
+    first, second = usage(), usage()
+    total = first.input_tokens + (first.cache_read_input_tokens or 0)
+    assert total > 256
+    assert (second.cache_read_input_tokens or 0) >= 128  # at least one whole 128-token CPU block
+    assert second.input_tokens + second.cache_read_input_tokens == total

@@ -128,19 +128,40 @@ def test_sdk_sync_async_and_streaming_through_the_gateway(
         )  # fmt: skip
         assert forced.choices[0].message.tool_calls
 
-    async def async_calls() -> list[int]:
+    async def async_calls(model: str) -> tuple[list[int], list[str | None]]:
         async with openai.AsyncOpenAI(base_url=f"{running.url}/v1", api_key=keys["full"], max_retries=0) as sdk:
             responses = await asyncio.gather(
                 *(
                     sdk.chat.completions.create(
-                        model=qwen3_server.model_name, messages=[{"role": "user", "content": f"n{i}"}], max_tokens=3
+                        model=model, messages=[{"role": "user", "content": f"n{i}"}], max_tokens=3
                     )
                     for i in range(4)
                 )
             )
-        return [r.usage.completion_tokens for r in responses if r.usage]
+            stream = await sdk.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
+                stream_options={"include_usage": True},
+            )  # fmt: skip
+            finishes = [chunk.choices[0].finish_reason async for chunk in stream if chunk.choices]
+        return [r.usage.completion_tokens for r in responses if r.usage], finishes[-1:]
 
-    assert asyncio.run(async_calls()) == [3, 3, 3, 3]
+    for model in (qwen3_server.model_name, mistral_server.model_name):
+        assert asyncio.run(async_calls(model)) == ([3, 3, 3, 3], ["length"]), model
+
+
+def test_completions_and_tokenize_pass_through(
+    gateway: tuple[RunningGateway, dict[str, str]], qwen3_server: VllmServer
+) -> None:
+    running, keys = gateway
+    with client(running, keys["full"]) as sdk:
+        completion = sdk.completions.create(model=qwen3_server.model_name, prompt="Once upon", max_tokens=4)
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+    body = {"model": qwen3_server.model_name, "prompt": "Once upon a time"}
+    direct = httpx.post(f"{qwen3_server.url}/tokenize", json=body, timeout=30).json()
+    through = httpx.post(f"{running.url}/tokenize", json=body, headers={"Authorization": f"Bearer {keys['full']}"},
+                         timeout=30)  # fmt: skip
+    assert through.status_code == 200, through.text
+    assert through.json()["tokens"] == direct["tokens"] and through.json()["count"] == direct["count"] > 0
 
 
 def test_keys_are_checked(gateway: tuple[RunningGateway, dict[str, str]], mistral_server: VllmServer) -> None:
@@ -152,16 +173,16 @@ def test_keys_are_checked(gateway: tuple[RunningGateway, dict[str, str]], mistra
     assert "may not use model" in str(denied.value)
 
 
-SEED_CASES_REJECTED_BY_VLLM_032: dict[str, dict[str, Any]] = {
-    "empty assistant message": {
+SEED_CASES_REJECTED_BY_VLLM_032: dict[str, dict[str, Any]] = {  # the repair kind /metrics counts it under
+    "empty_assistant_message": {
         "messages": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": ""},
             {"role": "user", "content": "again"},
         ]
     },
-    "tool_choice with tools: []": {"messages": [{"role": "user", "content": "hi"}], "tools": [], "tool_choice": "auto"},
-    "tool_choice without tools": {"messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"},
+    "empty_tools": {"messages": [{"role": "user", "content": "hi"}], "tools": [], "tool_choice": "auto"},
+    "tool_choice_without_tools": {"messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"},
 }
 
 
@@ -173,13 +194,19 @@ def test_seed_repairs_turn_vllm_400s_into_answers(
     body = {"model": mistral_server.model_name, "max_tokens": 3, **SEED_CASES_REJECTED_BY_VLLM_032[case]}
     direct = httpx.post(f"{mistral_server.openai_base_url}/chat/completions", json=body, timeout=60)
     assert direct.status_code == 400, direct.text
+    before = repairs_counted(running, case)
     through = httpx.post(
         f"{running.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {keys['full']}"},
         timeout=60,
     )  # fmt: skip
     assert through.status_code == 200, through.text
+    assert repairs_counted(running, case) == before + 1
+
+
+def repairs_counted(running: RunningGateway, kind: str) -> float:
     metrics = httpx.get(f"{running.url}/metrics").text
-    assert "tokengate_repairs_total" in metrics
+    prefix = f'tokengate_repairs_total{{kind="{kind}"}} '
+    return next((float(line.removeprefix(prefix)) for line in metrics.splitlines() if line.startswith(prefix)), 0.0)
 
 
 def test_seed_cases_vllm_032_accepts_still_pass_through(
@@ -296,3 +323,14 @@ def test_sigkill_of_the_gateway_loses_at_most_one_flush_window(
     after = rows()
     assert before + 3 <= after <= before + 5
     running.start()
+
+
+def test_no_key_reaches_the_gateway_log(gateway: tuple[RunningGateway, dict[str, str]]) -> None:
+    """Last in this module: by now the log holds every start, request and shutdown of the keyed gateway."""
+    running, keys = gateway
+    with client(running, "tg-a-wrong-key-that-must-not-be-logged") as sdk, pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
+    log = (running.fleet_file.parent / "gateway.log").read_text()
+    assert log  # the gateway writes its startup lines there
+    for secret in [*keys.values(), "tg-a-wrong-key-that-must-not-be-logged"]:
+        assert secret not in log

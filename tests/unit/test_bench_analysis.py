@@ -4,13 +4,14 @@ figures, run comparisons. Pure: synthetic runs, no server."""
 from __future__ import annotations
 
 import random
+import statistics
 
 import numpy as np
 import pytest
 
 from tests.unit.test_bench_run import make_run, record
 from tokengate.bench.compare import compare_runs, samples_by_metric
-from tokengate.bench.multiturn import add_multiturn_summaries, draw, tool_call_id
+from tokengate.bench.multiturn import Distribution, add_multiturn_summaries, draw, tool_call_id
 from tokengate.bench.prefix_cache import analyze_prefix_cache, cacheable_tokens
 from tokengate.bench.records import RequestRecord
 from tokengate.bench.run import BenchRun
@@ -94,6 +95,17 @@ def test_tool_call_ids_and_draws() -> None:
     values = [draw(random.Random(seed), 100, 20) for seed in range(200)]
     assert min(values) >= 80 and max(values) <= 120
     assert draw(random.Random(0), 100, 0) == 100
+
+
+@pytest.mark.parametrize("distribution", list(Distribution), ids=str)
+def test_every_distribution_draws_around_its_mean_and_never_below_zero(distribution: Distribution) -> None:
+    rng = random.Random(7)
+    values = [draw(rng, 100, 30, distribution) for _ in range(20000)]
+    assert min(values) >= 0
+    assert statistics.fmean(values) == pytest.approx(100, rel=0.03)
+    expected_deviation = {Distribution.UNIFORM: 30 / 3**0.5, Distribution.EXPONENTIAL: 100.0}.get(distribution, 30.0)
+    assert statistics.stdev(values) == pytest.approx(expected_deviation, rel=0.05)
+    assert draw(rng, 0, 30, distribution) == 0
 
 
 def test_compare_runs_matches_metrics_and_warns_about_differences() -> None:

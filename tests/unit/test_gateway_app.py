@@ -46,6 +46,7 @@ class Upstream:
         self.quiet_stream_cancelled = threading.Event()
         self.paths: list[str] = []
         self.client_ports: list[int] = []  # the gateway's side of each request's connection
+        self.tokenized: list[dict[str, Any]] = []
 
     async def chat(self, request: Request) -> Response:
         body = json.loads(await request.body())
@@ -58,6 +59,11 @@ class Upstream:
         if not body.get("stream"):
             return JSONResponse({"choices": [{"message": {"content": "hi"}}], "usage": USAGE})
         return StreamingResponse(self._events(body), media_type="text/event-stream")
+
+    async def tokenize(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.tokenized.append(body)
+        return JSONResponse({"count": 11, "max_model_len": 4096, "tokens": list(range(11))})
 
     async def _events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         yield b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
@@ -109,6 +115,8 @@ def upstream() -> Iterator[tuple[Upstream, int]]:
         routes=[
             Route("/v1/chat/completions", stub.chat, methods=["POST"]),
             Route("/health", lambda _request: Response(b"")),
+            Route("/v1/models", lambda _request: JSONResponse({"data": [{"id": "any", "max_model_len": 4096}]})),
+            Route("/tokenize", stub.tokenize, methods=["POST"]),
             Route("/sick/health", lambda _request: Response(b"", status_code=503)),
             Route("/sick/v1/chat/completions", stub.chat, methods=["POST"]),
         ]
@@ -271,6 +279,23 @@ def test_models_lists_what_the_key_may_use(gateway: tuple[str, list[UsageRow]]) 
     assert httpx.get(f"{base}/health").status_code == 200
 
 
+def test_models_carry_the_engines_context_length_once_every_replica_reported_it(
+    gateway: tuple[str, list[UsageRow]],
+) -> None:
+    """Before: the gateway listed no `max_model_len`, so bench and validate could not size prompts through it."""
+    base, _ = gateway
+    deadline = time.monotonic() + 10  # the health probe asks each healthy engine once, at startup
+    while time.monotonic() < deadline:
+        listed = {m["id"]: m.get("max_model_len") for m in httpx.get(f"{base}/v1/models",
+                  headers={"Authorization": "Bearer good"}).json()["data"]}  # fmt: skip
+        if listed["qwen"] is not None:
+            break
+        time.sleep(0.05)
+    assert listed["qwen"] == listed["mistral"] == 4096
+    assert listed["sickly"] is None  # one of its replicas fails health: its length is not known
+    assert listed["down"] is None
+
+
 def test_the_event_loop_is_not_blocked_by_a_slow_stream(gateway: tuple[str, list[UsageRow]]) -> None:
     base, _ = gateway
 
@@ -372,3 +397,95 @@ def test_an_engine_that_fails_between_the_request_and_its_answer_is_a_502_naming
     response = TestClient(app).post("/v1/chat/completions", json={"model": "m", "messages": []})
     assert response.status_code == 502
     assert response.json()["error"]["message"].startswith("engine flaky failed before answering")
+
+
+@pytest.mark.parametrize(
+    ("malformed", "field"),
+    [
+        ({"metadata": "user-1"}, "metadata"),
+        ({"stop_sequences": "END"}, "stop_sequences"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": "a.png"}]}]}, "source"),
+    ],
+    ids=["metadata", "stop_sequences", "text", "image"],
+)
+def test_a_malformed_messages_request_is_a_400_and_gives_the_keys_slot_back(
+    malformed: dict[str, Any], field: str
+) -> None:
+    """Before: these raised inside the translation, the 500 handler kept the key's in-flight slot, and a key with
+    `max_concurrent: 1` was refused (429) for good after one such request."""
+    replica = Replica(deployment="d", base_url="http://127.0.0.1:9", family="qwen3", repairs=())
+    keys = {"one": Identity(name="solo", max_concurrent=1)}
+    app = create_app(GatewaySettings(router=Router(routes={"m": [replica]}), lookup_key=keys.get))
+    client = TestClient(app, raise_server_exceptions=False)
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], **malformed}
+    for _ in range(2):
+        answer = client.post("/v1/messages", json=body, headers={"x-api-key": "one"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["type"] == "invalid_request_error"
+        assert field in answer.json()["error"]["message"]
+    assert app.state.gateway.in_flight["solo"] == 0
+
+
+def test_a_failure_inside_the_translation_is_a_500_that_gives_the_keys_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(_body: dict[str, Any], *, stream: bool = False) -> dict[str, Any]:
+        raise RuntimeError("a translation bug")
+
+    monkeypatch.setattr("tokengate.gateway.messages_api.messages_to_chat", broken)
+    replica = Replica(deployment="d", base_url="http://127.0.0.1:9", family="qwen3", repairs=())
+    keys = {"one": Identity(name="solo", max_concurrent=1)}
+    app = create_app(GatewaySettings(router=Router(routes={"m": [replica]}), lookup_key=keys.get))
+    client = TestClient(app, raise_server_exceptions=False)
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    assert [client.post("/v1/messages", json=body, headers={"x-api-key": "one"}).status_code for _ in range(2)] == [
+        500, 500,
+    ]  # fmt: skip
+    assert app.state.gateway.in_flight["solo"] == 0
+
+
+def test_an_engine_that_goes_silent_mid_stream_ends_the_clients_stream_with_an_error_event(
+    upstream: tuple[Upstream, int],
+) -> None:
+    _, port = upstream
+    replica = Replica(deployment="hung", base_url=f"http://127.0.0.1:{port}", family="qwen3", repairs=())
+    settings = GatewaySettings(router=Router(routes={"quiet": [replica]}), auth_required=False,
+                               upstream_idle_timeout=0.3)  # fmt: skip
+    gateway_port = free_port()
+    for _ in serve_in_thread(create_app(settings), gateway_port):
+        with stream_chat(f"http://127.0.0.1:{gateway_port}", "quiet") as response:
+            lines = [line for line in response.iter_lines() if line]
+        assert lines[0].startswith('data: {"choices"')
+        assert "engine hung failed mid-stream: the engine sent nothing for 0.3 s" in lines[-1]
+
+
+def test_malformed_tool_arguments_are_replaced_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    replica = Replica(deployment="devstral", base_url="http://127.0.0.1:9", family="mistral",
+                      repairs=repairs_for("mistral", None))  # fmt: skip
+    app = create_app(GatewaySettings(router=Router(routes={"m": [replica]}), auth_required=False))
+    call = {"id": "abcdefghi", "type": "function", "function": {"name": "f", "arguments": "{ invalid json"}}
+    body = {"messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]}
+    with caplog.at_level("WARNING", logger="tokengate.gateway.app"):
+        repaired = app.state.gateway.repair(body, replica)
+    assert repaired["messages"][0]["tool_calls"][0]["function"]["arguments"] == "{}"
+    assert "devstral: 1 replayed tool call(s) had arguments that are not a JSON object" in caplog.text
+    assert "invalid json" not in caplog.text  # what the model wrote may be the user's data: not logged
+
+
+def test_count_tokens_counts_the_prompt_as_the_family_repairs_would_send_it(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    """Before: count_tokens sent Mistral the unrepaired history, which vLLM refuses (an empty assistant turn)."""
+    base, _ = gateway
+    stub, _ = upstream
+    body = {"model": "mistral", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "again"},
+    ]}  # fmt: skip
+    before = httpx.get(f"{base}/metrics").text
+    answer = httpx.post(f"{base}/v1/messages/count_tokens", json=body, headers={"x-api-key": "good"}, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"input_tokens": 11}
+    assert [m["role"] for m in stub.tokenized[-1]["messages"]] == ["user", "user"]
+    assert [line for line in httpx.get(f"{base}/metrics").text.splitlines() if "repairs_total{" in line] == [
+        line for line in before.splitlines() if "repairs_total{" in line
+    ]  # counting is not repairing a request: /metrics counts only what was sent for an answer

@@ -15,6 +15,7 @@ from tokengate.gateway.upstream import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
+    UpstreamSilentError,
     fetch,
 )
 
@@ -282,6 +283,40 @@ def test_an_https_engine_is_reached_over_tls_and_its_certificate_is_checked() ->
         assert await fetch(UpstreamPool(tls=trusting), origin, "GET", "/health") == (200, b'{"ok":true}')
         with pytest.raises(UpstreamConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await UpstreamPool().request(origin, "GET", "/health")  # the system's CAs do not know this one
+        server.server.close()
+
+    run(main())
+
+
+def test_an_engine_that_goes_silent_is_given_up_after_the_idle_timeout_before_or_within_its_answer() -> None:
+    """Before: the client waited on a hung engine (SIGSTOP, a network cut) for ever; only a closed socket ended it."""
+    stalled = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        if b"/stream" in request:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            await writer.drain()
+        await reader.read()  # then nothing more, until the client gives up and closes
+        stalled.set()
+
+    async def main() -> None:
+        server = Server(handle)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        pool = UpstreamPool(idle_timeout=0.2)
+        with pytest.raises(UpstreamSilentError, match=r"did not answer within 0\.2 s"):
+            await pool.request(server.origin, "POST", "/v1/chat/completions", b"{}")
+        await asyncio.wait_for(stalled.wait(), 5)  # the connection was closed, so the engine can stop
+        stalled.clear()
+        response = await pool.request(server.origin, "POST", "/stream", b"{}")
+        received = []
+        with pytest.raises(UpstreamSilentError, match=r"sent nothing for 0\.2 s"):
+            async for chunk in response.chunks():
+                received.append(chunk)
+        assert received == [b"first"]
+        await asyncio.wait_for(stalled.wait(), 5)
+        assert server.connections == 2  # a silent engine's request is not sent again
+        await pool.close()
         server.server.close()
 
     run(main())

@@ -114,6 +114,38 @@ def test_bad_input_exits_2_naming_the_option(tmp_path: Path, args: list[str], me
     assert message in " ".join(result.output.split())
 
 
+def test_model_with_a_fleet_picks_the_deployments_that_serve_it(tmp_path: Path) -> None:
+    """Before: every deployment got the name, so all but one failed `liveness.models`."""
+    path = write_fleet(tmp_path, routes=[{"model": "coder", "deployment": "spark"}])
+    assert [(t.name, t.model) for t in targets(path, model="devstral-small")] == [("spark", "devstral-small")]
+    assert [(t.name, t.model) for t in targets(path, model="coder", gateway=True, api_key="k")] == [("spark", "coder")]
+    result = runner.invoke(app, ["validate", "--fleet", str(path), "--model", "llama"])
+    assert result.exit_code == 2
+    assert "--model 'llama': no deployment" in " ".join(result.output.split())
+    assert "Qwen/Qwen3-8B, coder, devstral, devstral-small" in " ".join(result.output.split())
+
+
+def test_gateway_alone_means_the_gateway_of_the_fleet_file_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    missing = runner.invoke(app, ["validate", "--gateway", "--api-key", "k"])
+    assert missing.exit_code == 2 and "fleet.yaml" in missing.output
+    write_fleet(tmp_path)
+    seen: list[list[Target]] = []
+
+    def run(found: list[Target], **_options: Any) -> ValidationReport:
+        seen.append(found)
+        return ValidationReport(targets=[])
+
+    monkeypatch.setattr(validate_cli, "run_validation", run)
+    assert runner.invoke(app, ["validate", "--gateway", "--api-key", "k", "--json"]).exit_code == 0
+    assert [(t.name, t.base_url) for t in seen[0]] == [
+        ("qwen", "http://127.0.0.1:8100"),
+        ("spark", "http://127.0.0.1:8100"),
+    ]
+
+
 def test_gateway_without_a_gateway_section_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump({"deployments": [{"name": "a", "model": "m", "port": 8000}]}))

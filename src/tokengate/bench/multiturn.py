@@ -2,18 +2,21 @@
 
 Each turn sends the whole conversation so far: after a reply, the next message is a user message or, every
 other turn when tools are on, a tool call by the assistant and its result (the agent acted). Message sizes
-are drawn uniformly from mean ± spread tokens; think time passes between turns. Reports TTFT by turn index,
-cached tokens by turn, each session's cached ratio, sessions completed and goodput under the SLOs.
+and think times are drawn around their mean (uniform, normal, lognormal or exponential; `Distribution`).
+Reports TTFT by turn index, cached tokens by turn, each session's cached ratio, sessions completed and goodput
+under the SLOs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
@@ -42,24 +45,48 @@ TOOLS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+class Distribution(StrEnum):
+    """How message sizes and think times scatter around their mean; `spread` is the half-width for uniform and
+    the standard deviation for normal and lognormal. Exponential (a Poisson arrival's gaps) takes the mean only."""
+
+    UNIFORM = "uniform"
+    NORMAL = "normal"
+    LOGNORMAL = "lognormal"
+    EXPONENTIAL = "exponential"
+
+
 class MultiturnConfig(WorkloadConfig):
     sessions: int = Field(4, ge=1, description="concurrent sessions")
     turns: int = Field(4, ge=1, description="requests per session")
     system_prompt_tokens: int = Field(512, ge=0, description="shared by every session")
     user_tokens: int = Field(128, ge=1, description="mean size of a new user message")
-    user_tokens_spread: int = Field(32, ge=0, description="user message sizes are uniform in mean ± spread")
+    user_tokens_spread: int = Field(32, ge=0, description="how far user message sizes scatter (see sizes)")
     tool_result_tokens: int = Field(256, ge=1, description="mean size of a tool result")
     tool_result_tokens_spread: int = Field(64, ge=0)
+    sizes: Distribution = Field(Distribution.UNIFORM, description="distribution of message sizes")
     max_tokens: int = Field(32, ge=1, description="tokens generated per turn")
     think_time_s: float = Field(0.0, ge=0, description="mean pause between a reply and the next turn")
-    think_time_spread_s: float = Field(0.0, ge=0, description="pauses are uniform in mean ± spread")
+    think_time_spread_s: float = Field(0.0, ge=0, description="how far pauses scatter (see think_times)")
+    think_times: Distribution = Field(Distribution.UNIFORM, description="distribution of think times")
     tools: bool = True
     slo_ttft_ms: float | None = Field(None, gt=0)
     slo_tpot_ms: float | None = Field(None, gt=0)
 
 
-def draw(rng: random.Random, mean: float, spread: float) -> float:
-    return max(0.0, rng.uniform(mean - spread, mean + spread)) if spread else mean
+def draw(rng: random.Random, mean: float, spread: float, distribution: Distribution = Distribution.UNIFORM) -> float:
+    """One draw, never negative."""
+    if mean <= 0:
+        return 0.0
+    if distribution is Distribution.EXPONENTIAL:
+        return rng.expovariate(1 / mean)
+    if not spread:
+        return mean
+    if distribution is Distribution.NORMAL:
+        return max(0.0, rng.gauss(mean, spread))
+    if distribution is Distribution.LOGNORMAL:  # the mean and standard deviation of the draws, not of their log
+        sigma_squared = math.log(1 + (spread / mean) ** 2)
+        return rng.lognormvariate(math.log(mean) - sigma_squared / 2, math.sqrt(sigma_squared))
+    return max(0.0, rng.uniform(mean - spread, mean + spread))
 
 
 def tool_call_id(session: int, turn: int) -> str:
@@ -129,7 +156,9 @@ class _Multiturn:
         config = self.config
         for turn in range(config.turns):
             if turn:
-                await asyncio.sleep(draw(session.rng, config.think_time_s, config.think_time_spread_s))
+                await asyncio.sleep(
+                    draw(session.rng, config.think_time_s, config.think_time_spread_s, config.think_times)
+                )
             kind = "tool" if config.tools and turn % 2 == 1 else "user"
             session.messages.extend(self._next_messages(ctx, session, turn, kind))
             body = chat_body(session.messages, config.max_tokens, config.extra_body)
@@ -145,7 +174,7 @@ class _Multiturn:
         config, rng = self.config, session.rng
         key = f"s{session.index}.t{turn}"
         if kind == "user":
-            size = round(draw(rng, config.user_tokens, config.user_tokens_spread))
+            size = round(draw(rng, config.user_tokens, config.user_tokens_spread, config.sizes))
             return [{"role": "user", "content": ctx.prompts.text(max(1, size), key)}]
         # The agent acted: its reply becomes a tool call, followed by the tool's result.
         reply = session.messages.pop()
@@ -155,7 +184,7 @@ class _Multiturn:
         call = {"id": call_id, "type": "function", "function": {
             "name": tool["name"], "arguments": json.dumps({argument: (reply.get("content") or "x")[:40]}),
         }}  # fmt: skip
-        size = round(draw(rng, config.tool_result_tokens, config.tool_result_tokens_spread))
+        size = round(draw(rng, config.tool_result_tokens, config.tool_result_tokens_spread, config.sizes))
         return [
             {"role": "assistant", "content": "", "tool_calls": [call]},
             {"role": "tool", "tool_call_id": call_id, "content": ctx.prompts.text(max(1, size), key)},

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tokengate.bench.compare import RunComparison, compare_runs
-from tokengate.bench.multiturn import MultiturnConfig, run_multiturn
+from tokengate.bench.multiturn import Distribution, MultiturnConfig, run_multiturn
 from tokengate.bench.prefix_cache import PrefixCacheAnalysis, PrefixCacheConfig, analyze_prefix_cache, run_prefix_cache
 from tokengate.bench.report import Report, write_report
 from tokengate.bench.run import BenchRun
@@ -235,12 +235,22 @@ def multiturn(
     turns: Annotated[int, typer.Option(help="Requests per session.")] = 4,
     system_prompt_tokens: Annotated[int, typer.Option(help="Shared system prompt size.")] = 512,
     user_tokens: Annotated[int, typer.Option(help="Mean new user message size.")] = 128,
-    user_tokens_spread: Annotated[int, typer.Option(help="User sizes are uniform in mean ± spread.")] = 32,
+    user_tokens_spread: Annotated[int, typer.Option(help="How far user sizes scatter (see --sizes).")] = 32,
     tool_result_tokens: Annotated[int, typer.Option(help="Mean tool result size.")] = 256,
-    tool_result_tokens_spread: Annotated[int, typer.Option(help="Tool result sizes: mean ± spread.")] = 64,
+    tool_result_tokens_spread: Annotated[int, typer.Option(help="How far tool result sizes scatter.")] = 64,
+    sizes: Annotated[
+        Distribution,
+        typer.Option(
+            help="Size distribution: uniform (mean ± spread), normal or lognormal (spread = standard "
+            "deviation), exponential (mean only)."
+        ),
+    ] = Distribution.UNIFORM,
     tools: Annotated[bool, typer.Option(help="Send tool definitions and alternate tool-result turns.")] = True,
     think_time: Annotated[float, typer.Option(help="Mean seconds between a reply and the next turn.")] = 0.0,
-    think_time_spread: Annotated[float, typer.Option(help="Think time is uniform in mean ± spread.")] = 0.0,
+    think_time_spread: Annotated[float, typer.Option(help="How far think times scatter.")] = 0.0,
+    think_times: Annotated[
+        Distribution, typer.Option(help="Think-time distribution, as --sizes; exponential: Poisson-like pauses.")
+    ] = Distribution.UNIFORM,
     max_tokens: MaxTokens = 32,
     slo_ttft_ms: SloTtft = None,
     slo_tpot_ms: SloTpot = None,
@@ -256,16 +266,17 @@ def multiturn(
     """Concurrent agent sessions: TTFT and cached tokens by turn, sessions completed, goodput.
 
     N sessions of T turns over a shared system prompt and tools; each turn appends the reply and a new user
-    message or a tool call and its result (sizes uniform in mean ± spread), with think time between turns.
+    message or a tool call and its result (sizes drawn around their mean), with think time between turns.
 
     Example: tokengate bench multiturn http://127.0.0.1:8101 -m tiny-qwen3 --sessions 4 --turns 6
     """
     config = _config(
         MultiturnConfig, sessions=sessions, turns=turns, system_prompt_tokens=system_prompt_tokens,
         user_tokens=user_tokens, user_tokens_spread=user_tokens_spread, tool_result_tokens=tool_result_tokens,
-        tool_result_tokens_spread=tool_result_tokens_spread, tools=tools, think_time_s=think_time,
-        think_time_spread_s=think_time_spread, max_tokens=max_tokens, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
-        seed=seed, salt=salt, metrics_interval_s=metrics_interval, extra_body=_extra_body(extra_body),
+        tool_result_tokens_spread=tool_result_tokens_spread, sizes=sizes, tools=tools, think_time_s=think_time,
+        think_time_spread_s=think_time_spread, think_times=think_times, max_tokens=max_tokens,
+        slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, seed=seed, salt=salt, metrics_interval_s=metrics_interval,
+        extra_body=_extra_body(extra_body),
     )  # fmt: skip
     target = _target(url, model, api_key_env, metrics_url)
     run = _run_with_progress("multiturn", json_output, lambda **kw: run_multiturn(target, config, **kw))

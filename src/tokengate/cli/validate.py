@@ -73,6 +73,8 @@ def validate(
         )
     if url and fleet_file:
         raise InvalidInputError("give a URL or --fleet FILE, not both")
+    if gateway and url is None and fleet_file is None:
+        fleet_file = Path("fleet.yaml")  # the gateway of ./fleet.yaml, the file `up` and `gateway` default to
     if fleet_file is not None:
         targets = fleet_targets(
             load_fleet(fleet_file), fleet_file, only=only, gateway=gateway, model=model, family=family, api_key=api_key
@@ -83,8 +85,8 @@ def validate(
         targets = url_targets(url, gateway=gateway, model=model, family=family, api_key=api_key)
     else:
         raise InvalidInputError(
-            "say what to validate: a URL (tokengate validate http://127.0.0.1:8000), or --fleet FILE "
-            "(add --gateway to go through its gateway)"
+            "say what to validate: a URL (tokengate validate http://127.0.0.1:8000), --fleet FILE, "
+            "or --gateway (the gateway of ./fleet.yaml, or of --fleet FILE)"
         )
     report = _run_with_progress(targets, timeout)
     if junit is not None:
@@ -114,6 +116,13 @@ def fleet_targets(
         if only not in names:
             raise InvalidInputError(f"--only {only!r}: no such deployment in {fleet_file}; it has {', '.join(names)}")
         deployments = [fleet.deployment(only)]
+    elif model is not None:
+        deployments = [d for d in deployments if model in _names_for(fleet, d)]
+        if not deployments:
+            served = sorted({name for d in fleet.deployments for name in _names_for(fleet, d)})
+            raise InvalidInputError(
+                f"--model {model!r}: no deployment in {fleet_file} serves it; it serves {', '.join(served)}"
+            )
     gateway_url = _gateway_url(fleet, fleet_file, api_key) if gateway else None
     targets = []
     for deployment in deployments:
@@ -133,6 +142,12 @@ def fleet_targets(
             )
         )
     return targets
+
+
+def _names_for(fleet: Fleet, deployment: Deployment) -> list[str]:
+    """A deployment's served names and the gateway route names that lead to it."""
+    routes = fleet.gateway.routes if fleet.gateway else []
+    return [*deployment.names, *(route.model for route in routes if route.deployment == deployment.name)]
 
 
 def engine_facts(deployment: Deployment) -> EngineFacts | None:

@@ -141,6 +141,13 @@ class Gateway(Strict):
     listen: str = "127.0.0.1:8080"
     auth: str = Field("keys", pattern="^(keys|none)$", description="keys (default) or none: open to anyone.")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Larger request bodies get a 413.")
+    upstream_idle_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds an engine may send nothing (before its answer begins, or within a stream) before the "
+        "request is given up: a 504, or an error event in a stream. A whole (non-streamed) answer begins only when "
+        "generation ends, so keep it above your longest generation.",
+    )
     prefix_cache_preservation: bool = Field(
         True,
         description="Anthropic requests: drop per-request volatile system lines (Claude Code's billing-header "

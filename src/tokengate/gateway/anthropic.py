@@ -93,9 +93,15 @@ def thinking_switch(request: Body, family: str) -> Body:
 def _sampling(request: Body) -> Body:
     chosen: Body = {name: request[name] for name in ("max_tokens", "temperature", "top_p", "top_k", "seed")
                     if request.get(name) is not None}  # fmt: skip
-    if request.get("stop_sequences"):
-        chosen["stop"] = list(request["stop_sequences"])
-    user = (request.get("metadata") or {}).get("user_id")
+    stops = request.get("stop_sequences")
+    if stops:
+        if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
+            raise TranslationError("`stop_sequences` must be a list of strings")
+        chosen["stop"] = stops
+    metadata = request.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TranslationError('`metadata` must be an object such as {"user_id": "..."}')
+    user = (metadata or {}).get("user_id")
     if isinstance(user, str):
         chosen["user"] = user
     return chosen
@@ -174,7 +180,7 @@ def _user_messages(blocks: list[Any], where: str) -> list[Body]:
                 }
             )
         elif kind == "text":
-            parts.append({"type": "text", "text": block.get("text") or ""})
+            parts.append({"type": "text", "text": _text_of(block, f"{where}.content")})
         elif kind == "image":
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block, where)}})
         elif kind == "document":
@@ -211,7 +217,9 @@ def _tool_result_text(block: Body, where: str) -> str:
 
 
 def _image_url(block: Body, where: str) -> str:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise TranslationError(f"`{where}`: an image block's `source` must be {{type: base64|url, ...}}")
     if source.get("type") == "base64":
         return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     if source.get("type") == "url" and isinstance(source.get("url"), str):

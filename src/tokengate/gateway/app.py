@@ -35,10 +35,12 @@ from tokengate.gateway.repairs import apply_repairs
 from tokengate.gateway.routing import Replica, Router
 from tokengate.gateway.sse import EventSplitter, EventStreamResponse
 from tokengate.gateway.upstream import (
+    IDLE_TIMEOUT_SECONDS,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
     UpstreamResponse,
+    UpstreamSilentError,
     fetch,
 )
 
@@ -58,6 +60,7 @@ class GatewaySettings:
     record_usage: Callable[[UsageRow], None] = lambda _row: None
     tokens_used_today: Callable[[str], int] = lambda _key_name: 0
     max_body_bytes: int = 32 * 1024 * 1024
+    upstream_idle_timeout: float = IDLE_TIMEOUT_SECONDS
     on_shutdown: Callable[[], None] = lambda: None  # e.g. flush the ledger: runs before the server process exits
 
 
@@ -93,7 +96,7 @@ class Gateway:
         self.settings = settings
         self.metrics = _Metrics()
         self.in_flight: dict[str, int] = defaultdict(int)
-        self.pool = UpstreamPool()
+        self.pool = UpstreamPool(idle_timeout=settings.upstream_idle_timeout)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -105,9 +108,15 @@ class Gateway:
                 try:
                     async with asyncio.timeout(HEALTH_PROBE_TIMEOUT_SECONDS):
                         status, _ = await fetch(self.pool, replica.origin, "GET", "/health")
-                    replica.passes_health = status == 200
+                        replica.passes_health = status == 200
+                        if replica.passes_health and replica.max_model_len is None:
+                            replica.max_model_len = _max_model_len(
+                                await fetch(self.pool, replica.origin, "GET", "/v1/models")
+                            )
                 except (TimeoutError, UpstreamError):
                     replica.passes_health = False
+                if not replica.passes_health:
+                    replica.max_model_len = None  # read again when it is back: it may return with other args
             await asyncio.sleep(HEALTH_PROBE_SECONDS)
 
     # --- endpoints ---------------------------------------------------------------------------------------------
@@ -123,11 +132,15 @@ class Gateway:
         if denied is not None:
             return denied
         created = int(time.time())
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "tokengate"}
-            for name in self.settings.router.models
-            if identity.allows(name)
-        ]
+        router = self.settings.router
+        data = []
+        for name in router.models:
+            if identity.allows(name):
+                entry: dict[str, Any] = {"id": name, "object": "model", "created": created, "owned_by": "tokengate"}
+                max_model_len = router.max_model_len(name)
+                if max_model_len is not None:  # as vLLM lists it: clients size their prompts by it
+                    entry["max_model_len"] = max_model_len
+                data.append(entry)
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
     async def proxy(self, request: Request) -> Response:
@@ -213,9 +226,10 @@ class Gateway:
             except UpstreamError as exc:  # the engine took the request, then failed before its answer began
                 replica.outstanding -= 1
                 self.in_flight[identity.name] -= 1
-                self.metrics.upstream_errors.labels(replica.deployment, "answer").inc()
-                self.metrics.requests.labels(model, "502").inc()
-                return error_response(502, f"engine {replica.deployment} failed before answering: {exc}")
+                status = 504 if isinstance(exc, UpstreamSilentError) else 502
+                self.metrics.upstream_errors.labels(replica.deployment, "silent" if status == 504 else "answer").inc()
+                self.metrics.requests.labels(model, str(status)).inc()
+                return error_response(status, f"engine {replica.deployment} failed before answering: {exc}")
             except BaseException:
                 replica.outstanding -= 1
                 self.in_flight[identity.name] -= 1
@@ -290,6 +304,11 @@ class Gateway:
         repaired, counts = apply_repairs(body, replica.repairs)
         for kind, count in counts.items():
             self.metrics.repairs.labels(kind).inc(count)
+        if "malformed_tool_arguments" in counts:  # the model's own output was broken: worth an operator's look
+            logger.warning(
+                "%s: %d replayed tool call(s) had arguments that are not a JSON object; sent as {} instead",
+                replica.deployment, counts["malformed_tool_arguments"],
+            )  # fmt: skip
         return repaired
 
     async def _send(self, replica: Replica, path: str, body: dict[str, Any]) -> UpstreamResponse:
@@ -342,7 +361,7 @@ class _Call:
         except (TimeoutError, UpstreamError) as exc:
             status = 502
             self.gateway.metrics.upstream_errors.labels(self.replica.deployment, "stream").inc()
-            yield stream_error_event(f"engine {self.replica.deployment} failed mid-stream: {type(exc).__name__}")
+            yield stream_error_event(f"engine {self.replica.deployment} failed mid-stream: {exc or type(exc).__name__}")
         except (asyncio.CancelledError, GeneratorExit):
             status = 499  # the client went away; closing the upstream below cancels the engine's work
             raise
@@ -387,6 +406,19 @@ class _Call:
                 ttft_ms=(self.first_token_at - self.started) * 1000 if self.first_token_at else None,
             )
         )
+
+
+def _max_model_len(answer: tuple[int, bytes]) -> int | None:
+    """The context length in an engine's /v1/models answer (vLLM lists it per model), if it says."""
+    status, payload = answer
+    if status != 200:
+        return None
+    try:
+        models = orjson.loads(payload).get("data") or []
+        value = models[0].get("max_model_len") if models else None
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _usage_of(payload: bytes) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from tokengate.gateway.anthropic import (
 )
 from tokengate.gateway.anthropic_stream import MessageStream, error_event, parse_chunk
 from tokengate.gateway.prefix_cache import preserve_prefix
+from tokengate.gateway.repairs import apply_repairs
 from tokengate.gateway.routing import Replica
 from tokengate.gateway.sse import EventSplitter, EventStreamResponse
 from tokengate.gateway.upstream import UpstreamError, UpstreamResponse, fetch
@@ -63,6 +64,9 @@ async def messages(gateway: Gateway, request: Request) -> Response:
     except TranslationError as exc:
         gateway.in_flight[identity.name] -= 1
         return anthropic_error(400, str(exc))
+    except BaseException:  # the app answers a 500; the key's slot must not stay taken
+        gateway.in_flight[identity.name] -= 1
+        raise
 
     def prepare(replica: Replica) -> tuple[dict[str, Any], bool]:
         outgoing = gateway.repair({**chat, **thinking_switch(body, replica.family)}, replica)
@@ -108,24 +112,25 @@ async def count_tokens(gateway: Gateway, request: Request) -> Response:
         return as_anthropic(admitted)
     body, model, _identity = admitted
     try:
-        chat = messages_to_chat(_preserved(gateway, body, model))
+        chat = messages_to_chat(_preserved(gateway, body, model, count=False))
     except TranslationError as exc:
         return anthropic_error(400, str(exc))
     replica = gateway.settings.router.choose(model)
     if replica is None:
         return anthropic_error(503, f"no healthy engine serves {model!r} right now", {"Retry-After": "2"})
-    counted = await _tokenize(gateway, replica, {**chat, **thinking_switch(body, replica.family)}, model)
+    repaired, _ = apply_repairs({**chat, **thinking_switch(body, replica.family)}, replica.repairs)  # not counted:
+    counted = await _tokenize(gateway, replica, repaired, model)  # nothing is sent for an answer
     if isinstance(counted, str):
         return anthropic_error(502, counted)
     return Response(orjson.dumps({"input_tokens": counted[0]}), media_type="application/json")
 
 
-def _preserved(gateway: Gateway, body: dict[str, Any], model: str) -> dict[str, Any]:
+def _preserved(gateway: Gateway, body: dict[str, Any], model: str, *, count: bool = True) -> dict[str, Any]:
     if not gateway.settings.router.preserves_prefix(model):
         return body
     preserved, removed = preserve_prefix(body)
-    for kind, count in removed.items():
-        gateway.metrics.volatile_removed.labels(kind).inc(count)
+    for kind, removed_count in removed.items() if count else ():
+        gateway.metrics.volatile_removed.labels(kind).inc(removed_count)
     return preserved
 
 
@@ -205,7 +210,7 @@ async def _relay_stream(call: _Call, upstream: UpstreamResponse, translator: Mes
     except (TimeoutError, UpstreamError) as exc:
         status = 502
         call.gateway.metrics.upstream_errors.labels(deployment, "stream").inc()
-        yield error_event(502, f"engine {deployment} failed mid-stream: {type(exc).__name__}")
+        yield error_event(502, f"engine {deployment} failed mid-stream: {exc or type(exc).__name__}")
     except BaseException:
         status = 499  # the client went away (cancelled); closing the upstream below cancels the engine's work
         raise

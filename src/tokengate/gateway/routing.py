@@ -30,6 +30,7 @@ class Replica:
     outstanding: int = 0
     unhealthy_until: float = 0.0
     passes_health: bool = True  # the last /health probe's verdict
+    max_model_len: int | None = None  # the engine's context length, from its /v1/models once it is healthy
 
     def available(self, now: float) -> bool:
         return self.passes_health and now >= self.unhealthy_until
@@ -72,6 +73,11 @@ class Router:
     @property
     def models(self) -> list[str]:
         return sorted(self.routes)
+
+    def max_model_len(self, model: str) -> int | None:
+        """The context every replica of `model` can take (the smallest), once each has reported its own."""
+        lengths = [replica.max_model_len for replica in self.routes.get(model, [])]
+        return min(lengths) if lengths and None not in lengths else None  # type: ignore[type-var]
 
     def choose(self, model: str) -> Replica | None:
         """The available replica with the fewest requests in flight; None if every replica is down.

@@ -34,6 +34,7 @@ def build_gateway_app(fleet: Fleet, fleet_path: Path) -> tuple[Starlette, Ledger
         record_usage=ledger.record,
         tokens_used_today=lambda name: ledger.tokens_used_since(name, utc_day_start(time.time())),
         max_body_bytes=gateway.max_body_bytes,
+        upstream_idle_timeout=gateway.upstream_idle_timeout,
         # uvicorn re-raises SIGTERM once it has shut down, so the flush must happen in the app's shutdown.
         on_shutdown=ledger.close,
     )

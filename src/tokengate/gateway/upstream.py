@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 import httptools
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+# How long an engine may stay silent (before its headers, or between two body reads) before the answer is given
+# up: a whole answer arrives only when generation ends, so this bounds a hung or stopped engine, not a long answer.
+IDLE_TIMEOUT_SECONDS = 600.0
 # uvicorn (vLLM's server) closes a keep-alive connection after 5 s idle; reusing one near that age races its close.
 IDLE_SECONDS = 3.0
 PAUSE_ABOVE_BYTES = 1 << 20  # stop reading from the engine while this much waits for a slow client
@@ -32,6 +35,10 @@ class UpstreamError(Exception):
 
 class UpstreamConnectError(UpstreamError):
     """No connection could be made: nothing reached the engine, so another replica may be tried."""
+
+
+class UpstreamSilentError(UpstreamError):
+    """The engine sent nothing for the pool's idle timeout (stopped, hung, or cut off by the network)."""
 
 
 class Origin:
@@ -61,8 +68,9 @@ class UpstreamResponse:
     """One answer, read as it arrives: `read()` for the whole body or `chunks()` for pieces; then `release()`
     (the connection goes back to the pool if the answer was complete) or `close()` (it is dropped)."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, idle_timeout: float) -> None:
         self._connection = connection
+        self._idle_timeout = idle_timeout
         self.status = 0
         self.headers: dict[str, str] = {}
         self._pieces: deque[bytes] = deque()
@@ -112,7 +120,11 @@ class UpstreamResponse:
                 raise self._error
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                async with asyncio.timeout(self._idle_timeout):
+                    await self._waiter
+            except TimeoutError:
+                self._connection.close()
+                raise UpstreamSilentError(f"the engine sent nothing for {self._idle_timeout:g} s") from None
             finally:
                 self._waiter = None
 
@@ -202,14 +214,19 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, request: bytes) -> UpstreamResponse:
         assert self.transport is not None
-        response = UpstreamResponse(self)
+        idle_timeout = self._pool.idle_timeout
+        response = UpstreamResponse(self, idle_timeout)
         self._response = response
         self._received_any = False
         loop = asyncio.get_running_loop()
         self._headers_ready = loop.create_future()
         self.transport.write(request)
         try:
-            await self._headers_ready
+            async with asyncio.timeout(idle_timeout):
+                await self._headers_ready
+        except TimeoutError:
+            self.close()
+            raise UpstreamSilentError(f"the engine did not answer within {idle_timeout:g} s") from None
         except BaseException:
             self.close()
             raise
@@ -260,8 +277,14 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections per engine, and new ones as needed (no cap: the engines queue requests)."""
 
-    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        tls: ssl.SSLContext | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    ) -> None:
         self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
         self._tls = tls  # for https engines; the system's trusted CAs unless given
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
@@ -277,12 +300,16 @@ class UpstreamPool:
         if connection is not None:
             try:
                 return await connection.send(request)
+            except UpstreamSilentError:
+                raise  # the engine has the request: sending it again would only wait twice
             except UpstreamError:
                 if not connection.failed_before_answer:
                     raise
         connection = await self._connect(origin)
         try:
             return await connection.send(request)
+        except UpstreamSilentError:
+            raise
         except UpstreamError as exc:
             if connection.failed_before_answer:
                 raise UpstreamConnectError(str(exc)) from None
@@ -342,4 +369,12 @@ async def fetch(
     return response.status, payload
 
 
-__all__ = ["Origin", "UpstreamConnectError", "UpstreamError", "UpstreamPool", "UpstreamResponse", "fetch"]
+__all__ = [
+    "Origin",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "UpstreamSilentError",
+    "fetch",
+]
