@@ -191,7 +191,8 @@ def test_the_infeasible_candidate_is_never_launched(scenario: Scenario) -> None:
     assert infeasible.reason is not None and infeasible.reason.code == "kv-cache-too-small"
     assert infeasible.prescreen is not None and not infeasible.prescreen.feasible
     logs = sorted(p.name for p in (scenario.state / "logs").iterdir())
-    assert logs == ["trial-001.log", "trial-002.log", "trial-003.log", "trial-004.log"]
+    # #3 ran twice: the log of the launch tokengate was killed in is kept beside the new one.
+    assert logs == ["trial-001.log", "trial-002.log", "trial-003.attempt-1.log", "trial-003.log", "trial-004.log"]
 
 
 def test_a_mid_run_crash_is_recorded_and_the_next_trial_gets_a_fresh_engine(scenario: Scenario) -> None:

@@ -130,3 +130,16 @@ def test_ctrl_c_inside_the_workload_stops_the_engine_and_propagates(tmp_path: Pa
     with pytest.raises(KeyboardInterrupt):
         run_trial(deployment(tmp_path, model), 5, settings(tmp_path), interrupted, journal)
     assert journal.engine is not None and not group_alive(journal.engine.pgid)
+
+
+def test_a_re_run_keeps_the_log_of_the_launch_it_replaces(tmp_path: Path, model: Path) -> None:
+    """Before: a trial re-run on resume truncated trial-NNN.log, losing why the first launch ended."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "trial-004.log").write_text("first launch: the machine lost power here\n")
+    (logs / "trial-004.attempt-1.log").write_text("an even earlier launch\n")
+    outcome = run_trial(deployment(tmp_path, model, 8), 4, settings(tmp_path, repeats=1), FakeWorkload(), Journal())
+    assert outcome.status is TrialStatus.COMPLETED, outcome.reason
+    assert (logs / "trial-004.attempt-1.log").read_text() == "an even earlier launch\n"
+    assert (logs / "trial-004.attempt-2.log").read_text() == "first launch: the machine lost power here\n"
+    assert "first launch" not in (logs / "trial-004.log").read_text()

@@ -170,6 +170,7 @@ def _launch(deployment: Deployment, log_path: Path, journal: TrialJournal) -> tu
     env = engine_env(deployment)
     api_key = resolve_secret(deployment.api_key)  # what the trial's own requests present
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    _keep_earlier_log(log_path)
     log_path.write_text("")  # one log per launch
     process = ProcessGroup.start(argv, log_path=log_path, env=env)
     journal.engine_started(
@@ -178,6 +179,17 @@ def _launch(deployment: Deployment, log_path: Path, journal: TrialJournal) -> tu
     )  # fmt: skip
     endpoint = Endpoint(base_url=trial_deployment.base_url, model=deployment.names[0], api_key=api_key)
     return process, endpoint
+
+
+def _keep_earlier_log(log_path: Path) -> None:
+    """A re-run trial (tokengate died in it) keeps the log of the launch it died in, as `trial-003.attempt-1.log`:
+    that log may be the only record of why the machine went down."""
+    if not log_path.exists() or not log_path.stat().st_size:
+        return
+    attempt = 1
+    while (kept := log_path.with_name(f"{log_path.stem}.attempt-{attempt}.log")).exists():
+        attempt += 1
+    log_path.rename(kept)
 
 
 def _wait_healthy(process: ProcessGroup, endpoint: Endpoint, timeout: float) -> float:
