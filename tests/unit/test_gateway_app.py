@@ -60,6 +60,13 @@ class Upstream:
             return JSONResponse({"choices": [{"message": {"content": "hi"}}], "usage": USAGE})
         return StreamingResponse(self._events(body), media_type="text/event-stream")
 
+    async def embeddings(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.received.append(body)
+        self.headers.append(dict(request.headers))
+        return JSONResponse({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
+                             "usage": {"prompt_tokens": 2, "total_tokens": 2}})  # fmt: skip
+
     async def tokenize(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.tokenized.append(body)
@@ -117,6 +124,7 @@ def upstream() -> Iterator[tuple[Upstream, int]]:
             Route("/health", lambda _request: Response(b"")),
             Route("/v1/models", lambda _request: JSONResponse({"data": [{"id": "any", "max_model_len": 4096}]})),
             Route("/tokenize", stub.tokenize, methods=["POST"]),
+            Route("/v1/embeddings", stub.embeddings, methods=["POST"]),
             Route("/sick/health", lambda _request: Response(b"", status_code=503)),
             Route("/sick/v1/chat/completions", stub.chat, methods=["POST"]),
         ]
@@ -489,3 +497,16 @@ def test_count_tokens_counts_the_prompt_as_the_family_repairs_would_send_it(
     assert [line for line in httpx.get(f"{base}/metrics").text.splitlines() if "repairs_total{" in line] == [
         line for line in before.splitlines() if "repairs_total{" in line
     ]  # counting is not repairing a request: /metrics counts only what was sent for an answer
+
+
+def test_embeddings_pass_through_with_the_engine_key_and_are_recorded(
+    gateway: tuple[str, list[UsageRow]], upstream: tuple[Upstream, int]
+) -> None:
+    base, rows = gateway
+    stub, _ = upstream
+    answer = httpx.post(f"{base}/v1/embeddings", json={"model": "qwen", "input": "hi"},
+                        headers={"Authorization": "Bearer good"}, timeout=10)  # fmt: skip
+    assert answer.status_code == 200 and answer.json()["data"][0]["embedding"] == [0.5, 0.25]
+    assert stub.received[-1] == {"model": "qwen", "input": "hi"}  # no chat repairs, no stream options
+    assert stub.headers[-1]["authorization"] == "Bearer upstream-secret"
+    assert (rows[-1].model, rows[-1].prompt_tokens, rows[-1].status) == ("qwen", 2, 200)
