@@ -68,9 +68,8 @@ class UpstreamResponse:
     """One answer, read as it arrives: `read()` for the whole body or `chunks()` for pieces; then `release()`
     (the connection goes back to the pool if the answer was complete) or `close()` (it is dropped)."""
 
-    def __init__(self, connection: _Connection, idle_timeout: float) -> None:
+    def __init__(self, connection: _Connection) -> None:
         self._connection = connection
-        self._idle_timeout = idle_timeout
         self.status = 0
         self.headers: dict[str, str] = {}
         self._pieces: deque[bytes] = deque()
@@ -120,11 +119,7 @@ class UpstreamResponse:
                 raise self._error
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(self._idle_timeout):
-                    await self._waiter
-            except TimeoutError:
-                self._connection.close()
-                raise UpstreamSilentError(f"the engine sent nothing for {self._idle_timeout:g} s") from None
+                await self._waiter
             finally:
                 self._waiter = None
 
@@ -162,6 +157,9 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = True
         self.closed = False
         self.idle_since = 0.0
+        self._loop = asyncio.get_running_loop()  # made by the loop's create_connection, on the loop's thread
+        self._last_heard = 0.0  # loop time of the last byte from the engine, for the silence watchdog
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------------------------
 
@@ -170,6 +168,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received_any = True
+        self._last_heard = self._loop.time()
         if self._response is None:  # bytes nobody asked for: this connection cannot be trusted any more
             self.close()
             return
@@ -181,6 +180,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_watchdog()
         self._pool.forget(self)
         response = self._response
         if response is not None and not response._complete:
@@ -214,23 +214,34 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, request: bytes) -> UpstreamResponse:
         assert self.transport is not None
-        idle_timeout = self._pool.idle_timeout
-        response = UpstreamResponse(self, idle_timeout)
+        response = UpstreamResponse(self)
         self._response = response
         self._received_any = False
-        loop = asyncio.get_running_loop()
-        self._headers_ready = loop.create_future()
+        self._headers_ready = self._loop.create_future()
+        self._last_heard = self._loop.time()
+        self._watchdog = self._loop.call_later(self._pool.idle_timeout, self._check_silence)
         self.transport.write(request)
         try:
-            async with asyncio.timeout(idle_timeout):
-                await self._headers_ready
-        except TimeoutError:
-            self.close()
-            raise UpstreamSilentError(f"the engine did not answer within {idle_timeout:g} s") from None
+            await self._headers_ready
         except BaseException:
             self.close()
             raise
         return response
+
+    def _check_silence(self) -> None:
+        """One timer per request, re-armed from the last byte heard (a timer per read cost more than the read).
+        A paused connection is waiting on our client, not on the engine: that is not silence."""
+        response = self._response
+        if response is None or response._complete or self.closed:
+            return
+        timeout = self._pool.idle_timeout
+        quiet = self._loop.time() - self._last_heard
+        if quiet < timeout or self._paused:
+            self._watchdog = self._loop.call_later(max(timeout - quiet, 0.05), self._check_silence)
+            return
+        waited = "did not answer within" if not response.status else "sent nothing for"
+        self._fail(UpstreamSilentError(f"the engine {waited} {timeout:g} s"))
+        self.close()
 
     def _fail(self, error: UpstreamError) -> None:
         if self._headers_ready is not None and not self._headers_ready.done():
@@ -257,7 +268,13 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
 
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def answer_consumed(self) -> None:
+        self._stop_watchdog()
         self._response = None
         self._headers_ready = None
         self.resume()
@@ -268,6 +285,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        self._stop_watchdog()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
