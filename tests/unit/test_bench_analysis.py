@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.unit.test_bench_run import make_run, record
-from tokengate.bench.compare import compare_runs, samples_by_metric
+from tokengate.bench.compare import compare_runs, samples_by_metric, throughput_windows
 from tokengate.bench.multiturn import Distribution, add_multiturn_summaries, draw, tool_call_id
 from tokengate.bench.prefix_cache import analyze_prefix_cache, cacheable_tokens
 from tokengate.bench.records import RequestRecord
@@ -143,3 +143,34 @@ def test_per_length_metrics_when_several_lengths() -> None:
     samples = samples_by_metric(run)
     assert len(samples["ttft_miss_ms[tokens=1024]"]) == 2 and len(samples["ttft_miss_ms[tokens=2048]"]) == 4
     assert [row.prompt_tokens for row in analyze_prefix_cache(run).lengths] == [1024, 2048]
+
+
+def test_throughput_windows_spread_each_requests_tokens_over_its_generation() -> None:
+    # One request generates 100 tokens evenly from 1 s to 11 s after the first start: 10 tok/s in every window.
+    even = record(1000, 11000, tokens=100)
+    assert throughput_windows([even]) == pytest.approx([10.0] * 10)
+    # A second one bursts 50 tokens at its end (TTFT = E2E, as a starved API process sends them).
+    burst = record(6000, 6000, tokens=50, started_at=even.started_at + 5)
+    windows = throughput_windows([even, burst], windows=10)
+    assert sum(w * 1.0 for w in windows) == pytest.approx(150)  # 1-s windows: every token counted once
+    assert windows[9] == pytest.approx(60.0)  # the burst lands in the window of its last byte
+    assert throughput_windows([record(5, 5, status=500)]) == []
+
+
+def test_compare_gives_output_throughput_a_ci_and_a_verdict() -> None:
+    """Before: throughput was one number per run, shown without a CI or a verdict."""
+
+    def run(tokens_per_request: int, seed: int) -> BenchRun:
+        rng = np.random.default_rng(seed)
+        rows = [record(50, 1000, tokens=tokens_per_request + int(rng.integers(0, 3)),
+                       started_at=1_700_000_000.0 + i * 0.1) for i in range(200)]  # fmt: skip
+        return make_run("sweep", rows, config={"seed": 0, "concurrency": [4]})
+
+    slow, fast, same = run(20, 0), run(40, 1), run(20, 2)
+    verdict = {c.metric: c for c in compare_runs(slow, fast).comparisons}["output_tok_per_s"]
+    assert verdict.verdict == "B faster" and verdict.higher_is_better
+    assert verdict.ci_low is not None and verdict.ci_low > 0
+    assert verdict.ratio == pytest.approx(2.0, rel=0.1)
+    assert {c.metric: c for c in compare_runs(slow, same).comparisons}["output_tok_per_s"].verdict == (
+        "indistinguishable"
+    )

@@ -2,14 +2,19 @@
 
 Latency metrics are compared on the raw per-request values both runs kept (so the CIs are honest), matched
 by name: the run-wide ttft/tpot/itl/e2e, TTFT by turn (multiturn), TTFT miss and hit by length
-(prefix-cache) and every metric per load level (sweep, matched by concurrency or rate). Throughput figures
-are single numbers per run: shown side by side with their ratio, without a verdict.
+(prefix-cache) and every metric per load level (sweep, matched by concurrency or rate).
+
+Output throughput is one number per run, so its samples are batch means: the run's span cut into
+`THROUGHPUT_WINDOWS` equal windows, each request's output tokens spread evenly from its first token to its
+last, and tokens per second counted in each window; the verdict compares the windows' medians (higher is
+better). Request rates and counts are shown side by side with their ratio, without a verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from pydantic import BaseModel
 
 from tokengate.bench.aggregate import LATENCY_METRICS, latency_values
@@ -18,6 +23,8 @@ from tokengate.bench.run import BenchRun
 from tokengate.bench.stats import Comparison, compare_samples
 
 RATE_SCALARS = ("requests_per_second", "output_tokens_per_second", "goodput_per_second")
+THROUGHPUT_WINDOWS = 10
+THROUGHPUT_METRIC = "output_tok_per_s"
 
 
 class ScalarComparison(BaseModel):
@@ -54,6 +61,30 @@ def samples_by_metric(run: BenchRun) -> dict[str, list[float]]:
         for metric in LATENCY_METRICS:
             samples[f"{metric}[{key}]"] = latency_values(rows, metric)
     return samples
+
+
+def throughput_windows(records: list[RequestRecord], windows: int = THROUGHPUT_WINDOWS) -> list[float]:
+    """Output tokens per second in each of `windows` equal slices of the span the successful requests cover."""
+    spans = [
+        (r.started_at + r.ttft_ms / 1000, r.started_at + r.e2e_ms / 1000, r.completion_tokens)
+        for r in records
+        if r.ok and r.ttft_ms is not None and r.completion_tokens
+    ]
+    if not spans:
+        return []
+    start = min(first for first, _, _ in spans)
+    width = (max(last for _, last, _ in spans) - start) / windows
+    if width <= 0:
+        return []
+    tokens = np.zeros(windows)
+    edges = start + width * np.arange(windows + 1)
+    for first, last, count in spans:
+        if last <= first:  # every token in one burst: it lands in the window of its last byte
+            tokens[min(int((last - start) / width), windows - 1)] += count
+            continue
+        overlap = np.clip(np.minimum(edges[1:], last) - np.maximum(edges[:-1], first), 0, None)
+        tokens += count * overlap / (last - first)
+    return [float(value) for value in tokens / width]
 
 
 def _add_groups(
@@ -107,6 +138,12 @@ def compare_runs(
         for metric in samples_a
         if metric in samples_b and samples_a[metric] and samples_b[metric]
     ]  # fmt: skip
+    windows_a, windows_b = throughput_windows(a.requests), throughput_windows(b.requests)
+    if windows_a and windows_b:
+        comparisons.append(compare_samples(
+            THROUGHPUT_METRIC, windows_a, windows_b, higher_is_better=True, seed=seed,
+            min_relative_difference=min_relative_difference,
+        ))  # fmt: skip
     scalars = [
         ScalarComparison(
             name=name,

@@ -429,7 +429,8 @@ def compare(
     """B against A per metric: difference of medians, its 95% CI, and a verdict.
 
     The verdict is "A faster" or "B faster" when the bootstrap CI of median(B) - median(A) excludes 0 (and the
-    difference is at least --min-difference of A's median), else "indistinguishable".
+    difference is at least --min-difference of A's median), else "indistinguishable". Latencies are in ms;
+    output_tok_per_s compares the output tokens per second of ten equal time windows of each run.
 
     Example: tokengate bench compare caching-on.json caching-off.json
     """
