@@ -510,3 +510,25 @@ def test_embeddings_pass_through_with_the_engine_key_and_are_recorded(
     assert stub.received[-1] == {"model": "qwen", "input": "hi"}  # no chat repairs, no stream options
     assert stub.headers[-1]["authorization"] == "Bearer upstream-secret"
     assert (rows[-1].model, rows[-1].prompt_tokens, rows[-1].status) == ("qwen", 2, 200)
+
+
+def test_a_known_key_refused_before_routing_gets_a_ledger_row_and_an_anonymous_one_does_not(
+    gateway: tuple[str, list[UsageRow]],
+) -> None:
+    """Before: only requests that reached an engine were in the ledger, so `usage` never showed throttling."""
+    base, rows = gateway
+    before = len(rows)
+    assert post(base, chat("qwen"), key="spent").status_code == 429
+    assert post(base, chat("mistral"), key="qwen-only").status_code == 403
+    assert post(base, chat("llama")).status_code == 404
+    assert post(base, chat("down")).status_code == 503
+    assert post(base, chat("qwen"), key="nope").status_code == 401
+    assert post(base, b"{not json").status_code == 400
+    deadline = time.monotonic() + 5
+    while len(rows) < before + 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    refused = [(r.key_name, r.model, r.deployment, r.status, r.tokens) for r in rows[before:]]
+    assert refused == [
+        ("carol", "qwen", "", 429, 0), ("bob", "mistral", "", 403, 0), ("alice", "llama", "", 404, 0),
+        ("alice", "down", "", 503, 0),
+    ]  # fmt: skip

@@ -163,7 +163,11 @@ class Gateway:
         self, request: Request, *, check_quota: bool = True
     ) -> tuple[dict[str, Any], str, Identity] | Response:
         """Body, model and caller of a request that may go on; else the error to answer with.
-        On success with `check_quota`, the caller's in-flight count is raised: `open_upstream` releases it."""
+        On success with `check_quota`, the caller's in-flight count is raised: `open_upstream` releases it.
+
+        A known key refused here (model not allowed, unknown model, over quota) gets a ledger row with its status,
+        so `usage` shows who was throttled; anonymous and malformed requests do not (anyone could fill the disk)."""
+        started = time.perf_counter()
         body, problem = await self._read_body(request)
         if problem is not None:
             return problem
@@ -175,18 +179,28 @@ class Gateway:
             )  # fmt: skip
         identity, denied = self._identify(request, model)
         if denied is not None:
-            return denied
+            return self._refused(identity, model, denied, started)
         if model not in self.settings.router.routes:
-            return error_response(
+            return self._refused(identity, model, error_response(
                 404, f"model {model!r} is not served here; available: {', '.join(self.settings.router.models)}",
                 code="model_not_found", param="model",
-            )  # fmt: skip
+            ), started)  # fmt: skip
         if check_quota:
             refused = self._over_quota(identity)
             if refused is not None:
-                return refused
+                return self._refused(identity, model, refused, started)
             self.in_flight[identity.name] += 1  # released by _Call._finish, or in open_upstream if nothing was sent
         return body, model, identity
+
+    def _refused(self, identity: Identity, model: str, response: Response, started: float) -> Response:
+        self.metrics.requests.labels(model, str(response.status_code)).inc()
+        if identity is not OPEN or not self.settings.auth_required:
+            self.settings.record_usage(UsageRow(
+                time=time.time(), key_name=None if identity is OPEN else identity.name, model=model, deployment="",
+                prompt_tokens=0, completion_tokens=0, status=response.status_code,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            ))  # fmt: skip
+        return response
 
     async def open_upstream(
         self,
@@ -204,11 +218,10 @@ class Gateway:
             replica = self.settings.router.choose(model)
             if replica is None or replica.deployment in tried:
                 self.in_flight[identity.name] -= 1
-                self.metrics.requests.labels(model, "503").inc()
-                return error_response(
+                return self._refused(identity, model, error_response(
                     503, f"no healthy engine serves {model!r} right now", code="upstream_unavailable",
                     retry_after=UPSTREAM_DOWN_RETRY_AFTER,
-                )  # fmt: skip
+                ), started)  # fmt: skip
             tried.add(replica.deployment)
             try:
                 outgoing, wants_usage_chunk = prepare(replica)
