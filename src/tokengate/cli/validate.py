@@ -16,7 +16,8 @@ from tokengate.fleet.engine_args import EngineArgs
 from tokengate.fleet.loader import load_fleet, resolve_secret
 from tokengate.fleet.schema import Deployment, Fleet
 from tokengate.gateway.routing import family_of
-from tokengate.plan.checks import NAME_FAMILIES, PARSERS
+from tokengate.models import NAME_FAMILIES, family_in_name
+from tokengate.plan.checks import PARSERS
 from tokengate.validate import (
     Check,
     CheckResult,
@@ -217,8 +218,7 @@ def _gateway_url(fleet: Fleet, fleet_file: Path, api_key: str | None) -> str:
 
 
 def _family_from_names(*names: str) -> str | None:
-    lowered = " ".join(names).lower()
-    return next((family for token, family in NAME_FAMILIES if token in lowered), None)
+    return family_in_name(" ".join(names))
 
 
 def _recommended(family: str | None) -> Parsers:

@@ -11,8 +11,7 @@ from tokengate.fleet.loader import resolve_secret
 from tokengate.fleet.schema import Deployment, Fleet
 from tokengate.gateway.repairs import RepairKind, repairs_for
 from tokengate.gateway.upstream import Origin
-from tokengate.models import load_model_spec
-from tokengate.plan.checks import NAME_FAMILIES
+from tokengate.models import family_in_name, load_model_spec
 
 UNHEALTHY_RETRY_SECONDS = 2.0
 
@@ -124,5 +123,4 @@ def family_of(deployment: Deployment) -> str:
     try:
         return load_model_spec(deployment.model).family
     except TokengateError:  # offline with a hub id: judge by its name
-        lowered = deployment.model.lower()
-        return next((family for token, family in NAME_FAMILIES if token in lowered), "unknown")
+        return family_in_name(deployment.model) or "unknown"

@@ -127,6 +127,25 @@ def model_spec_from_config(config: dict[str, Any], model_id: str, *, weight_byte
     )
 
 
+# What a model's or a served name's text says of its family, when its config.json is not at hand (offline, a hub
+# id, a served name): first match wins, so longer tokens come before their prefixes.
+NAME_FAMILIES = (
+    ("qwen3", "qwen3"),
+    ("qwen2", "qwen2"),
+    ("devstral", "mistral"),
+    ("mistral", "mistral"),
+    ("llama", "llama"),
+    ("gpt-oss", "gpt"),
+    ("gemma", "gemma"),
+    ("deepseek", "deepseek"),
+)
+
+
+def family_in_name(name: str) -> str | None:
+    lowered = name.lower()
+    return next((family for token, family in NAME_FAMILIES if token in lowered), None)
+
+
 def detect_family(model_id: str, architecture: str, model_type: str) -> str:
     """The family decides parsers and request repairs: qwen3, qwen3-coder, mistral, llama, gpt-oss..."""
     name = model_id.lower()

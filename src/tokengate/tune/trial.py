@@ -28,8 +28,7 @@ from tokengate.errors import EngineRequestError, TokengateError
 from tokengate.fleet.loader import resolve_secret
 from tokengate.fleet.schema import Deployment
 from tokengate.plan.argv import vllm_argv
-from tokengate.processes import ProcessGroup, group_alive, process_start_ticks
-from tokengate.testing.vllm_server import free_port
+from tokengate.processes import ProcessGroup, free_port, group_alive, process_start_ticks
 from tokengate.tune.prescreen import Prescreen
 from tokengate.tune.space import Candidate
 
