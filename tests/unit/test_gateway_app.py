@@ -532,3 +532,29 @@ def test_a_known_key_refused_before_routing_gets_a_ledger_row_and_an_anonymous_o
         ("carol", "qwen", "", 429, 0), ("bob", "mistral", "", 403, 0), ("alice", "llama", "", 404, 0),
         ("alice", "down", "", 503, 0),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_silent_engine_s_stream_carries_keep_alive_comments_the_sdks_skip(
+    upstream: tuple[Upstream, int], api: str
+) -> None:
+    """Before: nothing was sent while the engine was silent (a long prefill), so idle timers of clients and
+    proxies could close a healthy stream."""
+    _, port = upstream
+    replica = Replica(deployment="thinking", base_url=f"http://127.0.0.1:{port}", family="qwen3", repairs=())
+    settings = GatewaySettings(router=Router(routes={"quiet": [replica]}), auth_required=False,
+                               stream_keepalive_seconds=0.1)  # fmt: skip
+    gateway_port = free_port()
+    anthropic = {"model": "quiet", "max_tokens": 4, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    path, body = (
+        ("/v1/chat/completions", chat("quiet", stream=True)) if api == "openai" else ("/v1/messages", anthropic)
+    )
+    for _ in serve_in_thread(create_app(settings), gateway_port):
+        lines: list[str] = []
+        with httpx.stream("POST", f"http://127.0.0.1:{gateway_port}{path}", json=body, timeout=10) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if lines.count(": keep-alive") == 3:
+                    break  # the stub stays silent for 30 s: three comments in a row is the proof
+        first_comment = lines.index(": keep-alive")
+        assert any(line.startswith("data: ") for line in lines[:first_comment])  # the engine's first chunk came first

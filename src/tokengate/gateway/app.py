@@ -33,7 +33,7 @@ from tokengate.gateway.errors import error_response, stream_error_event
 from tokengate.gateway.ledger import UsageRow
 from tokengate.gateway.repairs import apply_repairs
 from tokengate.gateway.routing import Replica, Router
-from tokengate.gateway.sse import EventSplitter, EventStreamResponse
+from tokengate.gateway.sse import KEEPALIVE_SECONDS, EventSplitter, EventStreamResponse
 from tokengate.gateway.upstream import (
     IDLE_TIMEOUT_SECONDS,
     UpstreamConnectError,
@@ -61,6 +61,7 @@ class GatewaySettings:
     tokens_used_today: Callable[[str], int] = lambda _key_name: 0
     max_body_bytes: int = 32 * 1024 * 1024
     upstream_idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    stream_keepalive_seconds: float = KEEPALIVE_SECONDS  # a comment line on a stream silent this long
     on_shutdown: Callable[[], None] = lambda: None  # e.g. flush the ledger: runs before the server process exits
 
 
@@ -156,7 +157,9 @@ class Gateway:
             return opened
         call, upstream, outgoing, wants_usage_chunk = opened
         if outgoing.get("stream") and upstream.status == 200:
-            return EventStreamResponse(call.relay_stream(upstream, strip_usage=not wants_usage_chunk))
+            return EventStreamResponse(
+                call.relay_stream(upstream, strip_usage=not wants_usage_chunk), self.settings.stream_keepalive_seconds
+            )
         return await call.relay_whole(upstream)
 
     async def admit(

@@ -80,7 +80,8 @@ async def messages(gateway: Gateway, request: Request) -> Response:
     if upstream.status != 200:
         return await _relay_error(gateway, call, upstream, outgoing)
     if stream:
-        return EventStreamResponse(_relay_stream(call, upstream, MessageStream(model, stop_sequences)))
+        events = _relay_stream(call, upstream, MessageStream(model, stop_sequences))
+        return EventStreamResponse(events, gateway.settings.stream_keepalive_seconds)
     return await _relay_whole(call, upstream, model, stop_sequences)
 
 

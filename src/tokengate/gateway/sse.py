@@ -9,6 +9,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 RESPONSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# While the engine is silent (a long prefill sends nothing), a comment line keeps the client's and any proxy's
+# idle timers from closing the stream; SSE parsers (the OpenAI and Anthropic SDKs' included) skip comments.
+KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_SECONDS = 15.0
 
 
 class EventSplitter:
@@ -34,8 +38,9 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], keepalive_seconds: float = KEEPALIVE_SECONDS) -> None:
         self.events = events
+        self.keepalive_seconds = keepalive_seconds
         self.status_code = 200
         self.background = None
         self.init_headers(RESPONSE_HEADERS)
@@ -53,11 +58,14 @@ class EventStreamResponse(Response):
                 relay.cancel()
 
         watcher = asyncio.create_task(watch_for_disconnect())
+        keepalive = _KeepAlive(send, self.keepalive_seconds)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for piece in self.events:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
+                keepalive.sent()
             state["finished"] = True
+            await keepalive.stop()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not state["disconnected"]:
@@ -65,5 +73,42 @@ class EventStreamResponse(Response):
             relay.uncancel()
         finally:
             state["finished"] = True
+            keepalive.cancel()
             watcher.cancel()
             await self.events.aclose()
+
+
+class _KeepAlive:
+    """One timer per stream, re-armed from the last piece sent; a task only when a comment is due (rarely)."""
+
+    def __init__(self, send: Send, seconds: float) -> None:
+        self._send = send
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._last_sent = self._loop.time()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(seconds, self._tick)
+
+    def sent(self) -> None:
+        self._last_sent = self._loop.time()
+
+    def _tick(self) -> None:
+        quiet = self._loop.time() - self._last_sent
+        if quiet >= self._seconds:
+            body = {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
+            task = self._loop.create_task(self._send(body))  # type: ignore[arg-type]
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            self._last_sent, quiet = self._loop.time(), 0.0
+        self._timer = self._loop.call_later(self._seconds - quiet, self._tick)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def stop(self) -> None:
+        """No comment may follow the stream's end: cancel the timer and let one already on its way finish."""
+        self.cancel()
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
