@@ -35,7 +35,16 @@ def test_role_deltas_finish_usage_and_done() -> None:
     assert stream.finish_reason == "length"
     assert stream.usage == {"prompt_tokens": 5, "completion_tokens": 3}
     assert stream.done
-    assert stream.time_to_first_token_ms == 10.0  # the role chunk carries no text
+    assert stream.time_to_first_token_ms == 0.0  # vLLM sends the role chunk with the first token
+
+
+def test_a_stream_whose_tokens_decode_to_no_text_still_has_a_time_to_first_token() -> None:
+    """Before: TTFT waited for a delta with text; two random-weight tokens that were partial UTF-8 bytes left it
+    None, and the prefix-cache check reported no TTFT (a live-test flake)."""
+    stream = assemble(events(delta(role="assistant", content=""), delta(content=""),
+                             {"choices": [], "usage": {"completion_tokens": 2}}, "[DONE]"))  # fmt: skip
+    assert stream.time_to_first_token_ms == 0.0
+    assert stream.content_deltas == 0
 
 
 def test_tool_call_pieces_are_joined_by_index() -> None:

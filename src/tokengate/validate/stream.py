@@ -50,9 +50,13 @@ def assemble(events: Iterable[tuple[float, str]]) -> StreamedChat:
             stream.error = str((chunk["error"] or {}).get("message", chunk["error"]))
             continue
         stream.usage = chunk.get("usage") or stream.usage
-        for choice in chunk.get("choices") or []:
-            if _add_delta(stream, calls, choice.get("delta") or {}) and stream.time_to_first_token_ms is None:
-                stream.time_to_first_token_ms = at_ms
+        choices = chunk.get("choices") or []
+        if choices and stream.time_to_first_token_ms is None:
+            # vLLM sends its first chunk (the role) with the first token, whose text may be empty (a partial UTF-8
+            # byte, a special token): the first chunk carrying a choice is the first token, as bench counts it.
+            stream.time_to_first_token_ms = at_ms
+        for choice in choices:
+            _add_delta(stream, calls, choice.get("delta") or {})
             stream.finish_reason = choice.get("finish_reason") or stream.finish_reason
     stream.tool_calls = [calls[index] for index in sorted(calls)]
     return stream
