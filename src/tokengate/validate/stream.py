@@ -62,8 +62,8 @@ def assemble(events: Iterable[tuple[float, str]]) -> StreamedChat:
     return stream
 
 
-def _add_delta(stream: StreamedChat, calls: dict[int, ToolCall], delta: dict[str, Any]) -> bool:
-    """Fold one delta into the stream; True when it carried generated text or a tool-call piece."""
+def _add_delta(stream: StreamedChat, calls: dict[int, ToolCall], delta: dict[str, Any]) -> None:
+    """Fold one delta into the stream."""
     stream.role = stream.role or delta.get("role")
     content = delta.get("content") or ""
     reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
@@ -78,4 +78,3 @@ def _add_delta(stream: StreamedChat, calls: dict[int, ToolCall], delta: dict[str
         call.id = call.id or piece.get("id")
         call.name = call.name or function.get("name")
         call.arguments += function.get("arguments") or ""
-    return bool(content or reasoning or pieces)
