@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from typer.testing import CliRunner
 
+from tokengate.bench.client import ENGINE_KEEPALIVE_SECONDS, BenchClient
 from tokengate.bench.multiturn import MultiturnConfig, run_multiturn
 from tokengate.bench.prefix_cache import PrefixCacheConfig, run_prefix_cache
 from tokengate.bench.registry import WORKLOADS, run_workload, workload_config
@@ -50,6 +51,7 @@ class Stub:
     peak_in_flight: int = 0
     queries: int = 0
     hits: int = 0
+    client_ports: list[int] = field(default_factory=list)  # one per request: a reused connection repeats its port
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "stub", "max_model_len": MAX_MODEL_LEN, "root": "/m"}]})
@@ -69,6 +71,7 @@ class Stub:
     async def complete(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.bodies.append(body)
+        self.client_ports.append(request.transport.get_extra_info("peername")[1] if request.transport else 0)
         if "FAIL" in json.dumps(body):
             return web.json_response({"error": {"message": "refused"}}, status=500)
         prompt = json.dumps(body.get("messages") or body.get("prompt"))
@@ -326,3 +329,23 @@ def test_workloads_by_name(target: BenchTarget) -> None:
         workload_config("load", {})
     with pytest.raises(InvalidInputError, match="workload sweep: concurency"):
         workload_config("sweep", {"concurency": [2]})
+
+
+def test_the_client_drops_idle_connections_before_the_engine_closes_them(stub: Stub, target: BenchTarget) -> None:
+    """vLLM closes a connection after 5 s idle; reusing one about that old fails a request with "Server
+    disconnected" (it did, in a CI run of `tokengate tune` on a slow baseline). An idle connection is reused
+    only while younger than the client's keep-alive, which stays below the engine's."""
+    assert ENGINE_KEEPALIVE_SECONDS < 5  # VLLM_HTTP_TIMEOUT_KEEP_ALIVE's default
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+    async def three_requests() -> None:
+        async with BenchClient(target, keepalive_seconds=0.3) as client:
+            for pause in (0.0, 0.6, 0.0):
+                await asyncio.sleep(pause)
+                assert (await client.stream("/v1/chat/completions", body)).record.ok
+
+    stub.client_ports.clear()
+    asyncio.run(three_requests())
+    first, after_a_pause, right_after = stub.client_ports
+    assert after_a_pause != first  # idle longer than the keep-alive: a new connection
+    assert right_after == after_a_pause  # idle a moment: the same connection

@@ -97,3 +97,16 @@ def test_without_a_measured_baseline_the_best_is_named_as_such(space: SearchSpac
     assert decision.verdict == "no-baseline" and decision.champion == 2
     assert "the baseline is infeasible" in decision.explanation
     assert decide(space, [config_result(space, infeasible)]).verdict == "none"
+
+
+def test_a_baseline_with_failed_requests_says_what_they_said(space: SearchSpace) -> None:
+    baseline = trial(1, {}, [140, 150, 145])
+    baseline.measurements[0].metrics["failed_requests"] = 1.0
+    baseline.measurements[0].errors = {"ServerDisconnectedError: Server disconnected": 1}
+    baseline.measurements[2].metrics["failed_requests"] = 2.0
+    baseline.measurements[2].errors = {"ServerDisconnectedError: Server disconnected": 1, "HTTP 400": 1}
+    results = [config_result(space, t) for t in (baseline, trial(2, {"max_num_seqs": 8}, [550, 560, 555]))]
+    assert results[0].errors == {"ServerDisconnectedError: Server disconnected": 2, "HTTP 400": 1}
+    decision = decide(space, results)
+    assert decision.verdict == "no-baseline"
+    assert 'failed requests said: "ServerDisconnectedError: Server disconnected" (2x)' in decision.explanation

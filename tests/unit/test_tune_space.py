@@ -125,6 +125,7 @@ def test_a_bench_run_becomes_run_level_metrics_with_percentiles() -> None:
 
     records = [RequestRecord(started_at=0, status=200, ttft_ms=float(t), e2e_ms=100.0 + t) for t in range(1, 101)]
     records.append(RequestRecord(started_at=0, status=0, error="refused", e2e_ms=1.0))
+    records += [RequestRecord(started_at=0, status=500, e2e_ms=1.0) for _ in range(2)]
     run = BenchRun(
         workload="multiturn", target=BenchTarget(base_url="http://x:1", model="m"), config={}, started_at=0,
         ended_at=1, requests=records, summaries={}, scalars={"output_tokens_per_second": 1234.0},
@@ -135,4 +136,5 @@ def test_a_bench_run_becomes_run_level_metrics_with_percentiles() -> None:
     assert measurement.metrics["ttft_ms.p95"] == pytest.approx(95.05)
     assert measurement.metrics["ttft_ms.mean"] == pytest.approx(50.5)
     assert measurement.metrics["prefix_cache_hit_rate"] == 0.5
-    assert len(measurement.samples["ttft_ms"]) == 100  # the failed request has no latency
+    assert len(measurement.samples["ttft_ms"]) == 100  # failed requests have no latency
+    assert measurement.errors == {"HTTP 500": 2, "refused": 1}  # what they said is kept, the commonest first

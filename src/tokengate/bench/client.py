@@ -24,6 +24,11 @@ from tokengate.bench.server_metrics import EngineMetrics, parse_metrics
 from tokengate.bench.target import BenchTarget
 from tokengate.errors import EngineRequestError
 
+# vLLM's server (uvicorn, VLLM_HTTP_TIMEOUT_KEEP_ALIVE) closes a connection after 5 s idle. A client that reuses
+# one about that old races the close: the request goes out as the server hangs up and fails with "Server
+# disconnected". Clients drop idle connections well before that instead (aiohttp's own default is 15 s).
+ENGINE_KEEPALIVE_SECONDS = 3.0
+
 
 class ChatTiming(BaseModel):
     content: str
@@ -153,13 +158,16 @@ class _StreamState:
 class BenchClient:
     """One aiohttp session against a target; use as `async with BenchClient(target) as client:`."""
 
-    def __init__(self, target: BenchTarget, *, timeout: float = 600.0) -> None:
+    def __init__(
+        self, target: BenchTarget, *, timeout: float = 600.0, keepalive_seconds: float = ENGINE_KEEPALIVE_SECONDS
+    ) -> None:
         self.target = target
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> BenchClient:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self._keepalive_seconds)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self
 

@@ -13,6 +13,7 @@ max_num_batched_tokens), then the better mean.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
@@ -58,6 +59,7 @@ class ConfigResult(BaseModel):
     latency: dict[str, Summary] = Field(default_factory=dict)  # pooled per-request samples (bench's bootstrap)
     violations: list[str] = Field(default_factory=list)
     values: list[float] = Field(default_factory=list)  # the objective, one value per repeat
+    errors: dict[str, int] = Field(default_factory=dict)  # what failed requests said, over every repeat
 
     @property
     def eligible(self) -> bool:
@@ -124,6 +126,9 @@ def config_result(space: SearchSpace, trial: TrialRecord) -> ConfigResult:
             for constraint in space.constraints
             if (problem := constraint.violated_by(metrics.get(constraint.metric, Estimate(n=0)).mean)) is not None
         ]
+    errors: Counter[str] = Counter()
+    for m in measured:
+        errors.update(m.errors)
     return ConfigResult(
         number=trial.number,
         candidate=trial.candidate,
@@ -133,6 +138,7 @@ def config_result(space: SearchSpace, trial: TrialRecord) -> ConfigResult:
         latency={k: v for k, v in latency.items() if v.n},
         violations=violations,
         values=values,
+        errors=dict(errors.most_common()),
     )
 
 
@@ -182,8 +188,17 @@ def _beats(result: ConfigResult, baseline: ConfigResult, goal: Goal) -> bool:
 
 def _state(result: ConfigResult) -> str:
     if result.status is TrialStatus.COMPLETED and result.violations:
-        return "outside the constraints (" + "; ".join(result.violations) + ")"
+        said = failures_said(result.errors)
+        return "outside the constraints (" + "; ".join(result.violations) + ")" + (f"; {said}" if said else "")
     return str(result.status)
+
+
+def failures_said(errors: dict[str, int]) -> str:
+    """`failed requests said: "…" (3x)` for the commonest error, or "" when nothing failed."""
+    if not errors:
+        return ""
+    message, count = max(errors.items(), key=lambda item: item[1])
+    return f'failed requests said: "{message}" ({count}x)'
 
 
 def _best(results: Sequence[ConfigResult], goal: Goal) -> ConfigResult:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from tokengate.engine.diagnosis import Reason
 from tokengate.fleet.schema import Deployment
-from tokengate.tune.champion import ConfigResult, Decision, Estimate
+from tokengate.tune.champion import ConfigResult, Decision, Estimate, failures_said
 from tokengate.tune.search import SearchResult
 from tokengate.tune.space import Candidate, Goal, SearchSpace
 from tokengate.tune.store import Recovered
@@ -42,6 +42,7 @@ class TrialRow(BaseModel):
     objective: Estimate | None = None
     metrics: dict[str, Estimate]
     violations: list[str]
+    errors: dict[str, int] = {}  # what failed requests said, the commonest first
     log_path: str | None = None
 
 
@@ -67,7 +68,7 @@ def build_report(result: SearchResult) -> TuneReport:
             TrialRow(
                 number=config.number, config=config.candidate.label, overrides=dict(config.candidate.overrides),
                 status=config.status, reason=trial.reason, attempts=trial.attempts, boot_seconds=trial.boot_seconds,
-                objective=config.objective, metrics=config.metrics, violations=config.violations,
+                objective=config.objective, metrics=config.metrics, violations=config.violations, errors=config.errors,
                 log_path=str(trial.engine.log_path) if trial.engine else None,
             )
         )  # fmt: skip
@@ -115,7 +116,8 @@ def markdown(report: TuneReport) -> str:
     header = ["#", "config", "status", "reason", f"{report.objective} ({report.goal})", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report.trials:
-        why = row.reason.message if row.reason else "; ".join(row.violations)
+        problems = [*row.violations, failures_said(row.errors)]
+        why = row.reason.message if row.reason else "; ".join(filter(None, problems))
         cells = [str(row.number), row.config, str(row.status), why.replace("|", "/"), _estimate(row.objective)]
         cells += [_estimate(row.metrics.get(m)) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")

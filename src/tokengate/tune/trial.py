@@ -78,6 +78,7 @@ class Measurement(BaseModel):
     samples: dict[str, list[float]] = Field(default_factory=dict)  # e.g. "ttft_ms": one value per request
     seconds: float = 0.0
     interrupted: bool = False
+    errors: dict[str, int] = Field(default_factory=dict)  # what failed requests said, the commonest first
 
 
 class TrialRecord(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import TypeVar
 
 import numpy as np
@@ -19,6 +20,7 @@ from tokengate.tune.trial import Endpoint, Measurement
 from tokengate.tune.trial import Workload as WorkloadFunction
 
 SAMPLES = ("ttft_ms", "e2e_ms", "tpot_ms")
+KEPT_ERRORS = 5  # distinct messages kept per run: enough to say why, not a copy of every failure
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
@@ -33,7 +35,9 @@ def measurement_from_run(run: BenchRun) -> Measurement:
     metrics["prefix_cache_hit_rate"] = server.hit_rate if server else None
     metrics["preemptions"] = server.preemptions if server else None
     samples = {name: latency_values(run.requests, name) for name in SAMPLES}
-    return Measurement(metrics=metrics, samples=samples, interrupted=run.interrupted)
+    said = Counter((r.error or f"HTTP {r.status}")[:300] for r in run.requests if not r.ok)
+    errors = dict(said.most_common(KEPT_ERRORS))
+    return Measurement(metrics=metrics, samples=samples, interrupted=run.interrupted, errors=errors)
 
 
 def _statistic(values: list[float], stat: str) -> float | None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from tokengate.bench.client import ENGINE_KEEPALIVE_SECONDS
 from tokengate.validate.stream import StreamedChat, assemble
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)", re.M)
@@ -50,7 +51,10 @@ class Endpoint:
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        limits = httpx.Limits(keepalive_expiry=ENGINE_KEEPALIVE_SECONDS)  # httpx keeps 5 s: the engine's own limit
+        self.client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, limits=limits, transport=transport
+        )
 
     def close(self) -> None:
         self.client.close()
