@@ -131,6 +131,7 @@ def test_stream_events_arrive_in_anthropic_order(gateway: tuple[RunningGateway, 
     final = sdk(gateway).messages.create(
         model=qwen3_server.model_name, max_tokens=8, messages=[{"role": "user", "content": "hi"}],
         thinking={"type": "enabled", "budget_tokens": 1024},
+        extra_body={"seed": 0},  # a fixed sample: a random `</think>` token would open a text block
     )  # fmt: skip
     assert [block.type for block in final.content] == ["thinking"]
     assert final.stop_reason == "max_tokens"

@@ -24,7 +24,8 @@ from tokengate.testing.vllm_server import VllmServer
 pytestmark = pytest.mark.live
 
 BLOCK = 128  # KV block size of the CPU build
-PREFIX_CACHE_2K = PrefixCacheConfig(prompt_tokens=[2048], prefixes=6, repeats=3, max_tokens=1, metrics_interval_s=0)
+# 12 misses: with 6, one miss slowed by a busy machine moved their median past the 5% line with caching off (CI)
+PREFIX_CACHE_2K = PrefixCacheConfig(prompt_tokens=[2048], prefixes=12, repeats=3, max_tokens=1, metrics_interval_s=0)
 
 
 def target_of(server: VllmServer) -> BenchTarget:
@@ -34,7 +35,8 @@ def target_of(server: VllmServer) -> BenchTarget:
 def test_prefix_cache_hits_beat_misses_and_the_counters_account_for_them(qwen3_server: VllmServer) -> None:
     run = run_prefix_cache(target_of(qwen3_server), PREFIX_CACHE_2K)
     assert not run.interrupted
-    assert all(r.ok for r in run.requests) and len(run.requests) == 24
+    assert all(r.ok for r in run.requests)
+    assert len(run.requests) == PREFIX_CACHE_2K.prefixes * (1 + PREFIX_CACHE_2K.repeats)
     analysis = analyze_prefix_cache(run)
     [row] = analysis.lengths
     assert abs(row.measured_prompt_tokens - 2048) <= 10  # type: ignore[operator]
