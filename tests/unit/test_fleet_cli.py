@@ -75,3 +75,15 @@ def test_plan_and_check_a_fleet_file() -> None:
     assert all(p["fits_one_request"] for p in plans)
     checked = runner.invoke(app, ["check", str(EXAMPLES / "fleet.yaml")])
     assert checked.exit_code == 0, checked.output
+
+
+def test_status_table_never_cuts_names_or_urls_on_a_narrow_terminal(tmp_path: Path) -> None:
+    """A pipe or CI log is 80 columns wide: identifiers wrap in their cell instead of ending in '…'."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("deployments:\n  - {name: qwen3-coder-30b-a3b-instruct, model: m, port: 18101}\n")
+    result = runner.invoke(app, ["status", str(fleet)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    rows = [line.split("│")[1:-1] for line in result.output.splitlines() if line.count("│") > 2]
+    name, url = ("".join(row[column].strip() for row in rows) for column in (0, 2))
+    assert (name, url) == ("qwen3-coder-30b-a3b-instruct", "http://127.0.0.1:18101")

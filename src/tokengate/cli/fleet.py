@@ -13,7 +13,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from tokengate.cli.output import console, err_console, print_json_list
+from tokengate.cli.output import console, err_console, identifier, print_json_list
 from tokengate.engine.state import StateDir
 from tokengate.engine.supervisor import (
     EngineResult,
@@ -191,7 +191,9 @@ def _print_result(result: EngineResult) -> None:
 
 
 def _status_table(statuses: list[EngineStatus]) -> Table:
-    table = Table("name", "health", "url", "pid", "uptime", "KV used", "run/wait", "prefix hits")
+    table = Table(
+        identifier("name"), "health", identifier("url"), "pid", "uptime", "KV used", "run/wait", "prefix hits"
+    )
     for s in statuses:
         health = "[green]healthy[/]" if s.healthy else ("[yellow]up[/]" if s.running else "[red]down[/]")
         m = s.metrics

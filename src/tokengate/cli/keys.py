@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tokengate.cli.output import console, err_console, print_json, print_json_list
+from tokengate.cli.output import console, err_console, identifier, print_json, print_json_list
 from tokengate.fleet.loader import load_fleet, state_dir
 from tokengate.gateway.keys import DATABASE_FILE, KeyRecord, KeyStore
 
@@ -74,7 +74,9 @@ def revoke(
 
 
 def _table(records: list[KeyRecord]) -> Table:
-    table = Table("name", "prefix", "models", "tokens/day", "parallel", "created (UTC)", "state")
+    table = Table(
+        identifier("name"), "prefix", identifier("models"), "tokens/day", "parallel", "created (UTC)", "state"
+    )
     for r in records:
         state = "[green]active[/]" if r.revoked_at is None else f"[red]revoked[/] {_when(r.revoked_at)}"
         table.add_row(

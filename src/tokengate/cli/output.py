@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.table import Column
 
 from tokengate.units import human_bytes
 
-__all__ = ["console", "err_console", "human_bytes", "print_json", "print_json_list"]
+__all__ = ["console", "err_console", "human_bytes", "identifier", "print_json", "print_json_list"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,3 +26,8 @@ def print_json(result: BaseModel) -> None:
 def print_json_list(results: Sequence[BaseModel]) -> None:
     sys.stdout.write("[\n" + ",\n".join(item.model_dump_json(indent=2) for item in results) + "\n]\n")
     sys.stdout.flush()
+
+
+def identifier(header: str) -> Column:
+    """A table column for names, URLs and models: wrapped in its cell on a narrow terminal, never cut to '…'."""
+    return Column(header, overflow="fold")

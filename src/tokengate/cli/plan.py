@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tokengate.cli.output import console, human_bytes, print_json, print_json_list
+from tokengate.cli.output import console, human_bytes, identifier, print_json, print_json_list
 from tokengate.fleet.engine_args import EngineArgs, parse_vllm_args
 from tokengate.fleet.loader import load_fleet
 from tokengate.models import find_gpu, gpu_catalog, load_model_spec, model_catalog
@@ -141,7 +141,7 @@ def models(json_output: JsonOption = False) -> None:
     if json_output:
         print_json_list(entries)
         return
-    table = Table("id", "aliases")
+    table = Table(identifier("id"), "aliases")
     for entry in entries:
         table.add_row(entry.id, ", ".join(entry.aliases))
     console.print(table)

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tokengate.cli.output import console, err_console
+from tokengate.cli.output import console, err_console, identifier
 from tokengate.tune.champion import Estimate
 from tokengate.tune.report import TuneReport, build_report, write_report
 from tokengate.tune.search import SearchResult, TuneEvent, load_result, run_search
@@ -124,8 +124,9 @@ def _cell(value: Estimate | None) -> str:
 
 
 def _print(report: TuneReport, result: SearchResult, written: list[Path]) -> None:
-    table = Table("#", "config", "status", f"{report.objective} ({report.goal})", "TTFT p90 ms", "E2E p50 ms",
-                  title=f"{len(report.trials)} trials, {report.repeats} repeats each; 95% CIs in brackets")  # fmt: skip
+    title = f"{len(report.trials)} trials, {report.repeats} repeats each; 95% CIs in brackets"
+    table = Table("#", identifier("config"), "status", f"{report.objective} ({report.goal})", "TTFT p90 ms",
+                  "E2E p50 ms", title=title)  # fmt: skip
     for row in report.trials:
         marker = " *" if row.number == report.decision.champion else ""
         table.add_row(

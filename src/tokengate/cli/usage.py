@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tokengate.cli.keys import database_path
-from tokengate.cli.output import console, print_json_list
+from tokengate.cli.output import console, identifier, print_json_list
 from tokengate.gateway.ledger import Ledger, UsageSummary
 
 _WINDOW = re.compile(r"^(\d+)([dhm])$")
@@ -64,7 +64,7 @@ def usage(
 
 
 def _table(summaries: list[UsageSummary], by: GroupBy) -> Table:
-    table = Table(by.value, "requests", "prompt", "cached", "completion", "errors", "p50 latency")
+    table = Table(identifier(by.value), "requests", "prompt", "cached", "completion", "errors", "p50 latency")
     for s in summaries:
         table.add_row(
             s.group if s.group is not None else "(no key)", f"{s.requests:,}", f"{s.prompt_tokens:,}",
