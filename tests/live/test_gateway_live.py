@@ -276,7 +276,9 @@ def test_killing_the_engine_mid_stream_ends_the_stream_with_an_error(tmp_path: P
     running = RunningGateway(fleet_file, port)
     running.start()
     try:
-        body = {"model": "victim", "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000, "stream": True}
+        # ignore_eos: random weights can sample EOS and end the stream cleanly before the kill lands.
+        body = {"model": "victim", "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000,
+                "ignore_eos": True, "stream": True}  # fmt: skip
         events: list[str] = []
         with httpx.stream("POST", f"{running.url}/v1/chat/completions", json=body, timeout=30) as response:
             lines = response.iter_lines()
@@ -289,6 +291,7 @@ def test_killing_the_engine_mid_stream_ends_the_stream_with_an_error(tmp_path: P
                     break
             events += [line for line in lines if line.startswith("data: ")]
             ended_after = time.monotonic() - killed_at
+        assert "[DONE]" not in events[-1], "the engine finished its answer before it was killed"
         error = json.loads(events[-1].removeprefix("data: "))["error"]
         assert "victim" in error["message"]
         print(f"stream ended {ended_after * 1000:.0f} ms after the engine was killed")
